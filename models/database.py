@@ -1,0 +1,100 @@
+"""Engines and session factories for the three supported databases.
+
+A `Database` holds a write engine (the primary) and a read engine (a replica when
+`DATABASE_READ_URL` is set, else the primary again). Dialect quirks live here:
+
+* SQLite: WAL, foreign keys, a busy timeout, and `BEGIN IMMEDIATE` for writers. A deferred
+  transaction that reads and then writes cannot wait for the lock in WAL mode (it fails at
+  once with SQLITE_BUSY), so writers take the lock when they begin.
+* SQL Server: `READ COMMITTED` named explicitly (SQLAlchemy otherwise queries the default,
+  which fails on SQL Server-compatible engines) and no "insertmanyvalues" bulk form.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+
+def _sqlite_engine(url: URL, *, writer: bool) -> AsyncEngine:
+    database = url.database or ""
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that "begin" below decides.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+def make_engine(url: str | URL, *, writer: bool = True, pool: bool = True) -> AsyncEngine:
+    """An engine for `url`, configured for its dialect."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, writer=writer)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if not pool:
+        kwargs = {"poolclass": NullPool}
+    if backend == "mssql":
+        kwargs.update(isolation_level="READ COMMITTED", use_insertmanyvalues=False)
+    return create_async_engine(parsed, **kwargs)
+
+
+class Database:
+    """The primary and the read engine with their session factories."""
+
+    def __init__(self, write_url: str, read_url: str | None = None) -> None:
+        self.write_engine = make_engine(write_url, writer=True)
+        if read_url and read_url != write_url:
+            self.read_engine = make_engine(read_url, writer=False)
+        elif self.write_engine.dialect.name == "sqlite":
+            # Readers of the same file must not take the write lock.
+            self.read_engine = make_engine(write_url, writer=False)
+        else:
+            self.read_engine = self.write_engine
+        self.has_replica = bool(read_url and read_url != write_url)
+        self.writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self.reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    async def ping(self) -> None:
+        """Raise unless the primary answers a trivial query."""
+        async with self.write_engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+
+def session_dialect(session: AsyncSession) -> str:
+    bind = session.get_bind()
+    return bind.dialect.name

@@ -1,0 +1,127 @@
+"""The event store: per-workspace sequence numbers and the append-only log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.database import session_dialect
+from models.tables import Event, EventStream
+
+
+async def create_stream(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    await session.execute(insert(EventStream).values(workspace_id=workspace_id, last_seq=0))
+
+
+async def next_seq(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    """Take the workspace's next sequence number; its row lock is held until commit.
+
+    SQL Server reads the counter back with a SELECT after the UPDATE: `OUTPUT inserted`
+    after a lock wait returned a stale value on SQL Server-compatible engines.
+    """
+    bump = (
+        update(EventStream)
+        .where(EventStream.workspace_id == workspace_id)
+        .values(last_seq=EventStream.last_seq + 1)
+    )
+    if session_dialect(session) == "mssql":
+        await session.execute(bump)
+        read = select(EventStream.last_seq).where(EventStream.workspace_id == workspace_id)
+        return int((await session.execute(read)).scalar_one())
+    seq = (await session.execute(bump.returning(EventStream.last_seq))).scalar_one()
+    return int(seq)
+
+
+async def append(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    seq: int,
+    type: str,
+    entity_type: str,
+    entity_id: uuid.UUID,
+    entity_version: str | None,
+    actor_id: uuid.UUID | None,
+    changes: list[dict[str, Any]],
+) -> Event:
+    stmt = (
+        insert(Event)
+        .values(
+            workspace_id=workspace_id,
+            seq=seq,
+            type=type,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            entity_version=entity_version,
+            actor_id=actor_id,
+            changes=changes,
+        )
+        .returning(Event)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def last_seq(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    stmt = select(EventStream.last_seq).where(EventStream.workspace_id == workspace_id)
+    return int((await session.execute(stmt)).scalar_one_or_none() or 0)
+
+
+async def first_seq(session: AsyncSession, workspace_id: uuid.UUID) -> int | None:
+    """The oldest sequence number still kept, or None when the log is empty."""
+    stmt = select(func.min(Event.seq)).where(Event.workspace_id == workspace_id)
+    value = (await session.execute(stmt)).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+async def list_events(
+    session: AsyncSession, workspace_id: uuid.UUID, after_seq: int, limit: int
+) -> Sequence[Event]:
+    stmt = (
+        select(Event)
+        .where(Event.workspace_id == workspace_id, Event.seq > after_seq)
+        .order_by(Event.seq)
+        .limit(limit)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def list_entity_events(
+    session: AsyncSession, entity_id: uuid.UUID, after_seq: int, limit: int
+) -> Sequence[Event]:
+    stmt = (
+        select(Event)
+        .where(Event.entity_id == entity_id, Event.seq > after_seq)
+        .order_by(Event.seq)
+        .limit(limit)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def changed_fields_since(
+    session: AsyncSession, entity_id: uuid.UUID, version: str
+) -> list[str]:
+    """GraphQL field names changed on the entity since it had `version`, in first-change order.
+
+    A version the log never recorded (well-formed but unknown) counts every recorded change,
+    so that a merge is only ever applied when it is certainly disjoint.
+    """
+    made = (
+        select(Event.seq)
+        .where(Event.entity_id == entity_id, Event.entity_version == version)
+        .order_by(Event.seq.desc())
+        .limit(1)
+    )
+    since = (await session.execute(made)).scalar_one_or_none()
+    stmt = select(Event.changes).where(Event.entity_id == entity_id).order_by(Event.seq)
+    if since is not None:
+        stmt = stmt.where(Event.seq > since)
+    fields: list[str] = []
+    for changes in (await session.execute(stmt)).scalars():
+        for change in changes:
+            if change["field"] not in fields:
+                fields.append(change["field"])
+    return fields

@@ -1,0 +1,56 @@
+"""Keyset pagination, one parent or many at once.
+
+`page_per_parent` fetches the first `limit + 1` rows after a cursor for every parent in a
+single statement (ROW_NUMBER() OVER (PARTITION BY parent …)), which is what lets a
+DataLoader answer "the cards of these 50 boards" with one query. The extra row tells the
+caller whether there is a next page.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+
+from models.base import Base
+
+M = TypeVar("M", bound=Base)
+
+
+def after_key(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """(c1, c2, …) > (v1, v2, …), spelled out: SQL Server has no row-value comparison."""
+    clauses = []
+    for i, column in enumerate(columns):
+        equal = [columns[j] == values[j] for j in range(i)]
+        clauses.append(and_(*equal, column > values[i]))
+    return or_(*clauses)
+
+
+async def page_per_parent(
+    session: AsyncSession,
+    model: type[M],
+    parent: InstrumentedAttribute[Any],
+    parent_ids: Sequence[Any],
+    order: Sequence[InstrumentedAttribute[Any]],
+    after: Sequence[Any] | None,
+    limit: int,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> dict[Any, list[M]]:
+    """Up to `limit + 1` rows of `model` per parent id, ordered by `order`, after `after`."""
+    conditions = [parent.in_(parent_ids), *where]
+    if after is not None:
+        conditions.append(after_key(order, after))
+    rank = func.row_number().over(partition_by=parent, order_by=list(order)).label("rank")
+    ranked = select(model, rank).where(*conditions).subquery()
+    row = aliased(model, ranked)
+    stmt: Select[Any] = (
+        select(row).where(ranked.c.rank <= limit + 1).order_by(ranked.c[parent.key], ranked.c.rank)
+    )
+    pages: dict[Any, list[M]] = defaultdict(list)
+    for item in (await session.execute(stmt)).scalars():
+        pages[getattr(item, parent.key)].append(item)
+    return pages

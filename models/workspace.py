@@ -1,0 +1,113 @@
+"""Workspaces and memberships."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.base import new_id
+from models.paging import after_key
+from models.tables import Membership, Workspace
+from models.versioning import insert_versioned, update_versioned
+
+
+async def create_workspace(session: AsyncSession, *, workspace_id: uuid.UUID, name: str) -> str:
+    return await insert_versioned(session, Workspace, {"id": workspace_id, "name": name})
+
+
+async def workspace_by_id(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
+    return await session.get(Workspace, workspace_id, populate_existing=True)
+
+
+async def workspaces_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Sequence[Workspace]:
+    return (await session.execute(select(Workspace).where(Workspace.id.in_(ids)))).scalars().all()
+
+
+async def rename_workspace(
+    session: AsyncSession, workspace_id: uuid.UUID, expected: int | bytes, name: str
+) -> str | None:
+    return await update_versioned(session, Workspace, workspace_id, expected, {"name": name})
+
+
+async def workspaces_of_user(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[Workspace]:
+    """The user's workspaces in creation order, up to `limit + 1` after the cursor."""
+    stmt = (
+        select(Workspace)
+        .join(Membership, Membership.workspace_id == Workspace.id)
+        .where(Membership.user_id == user_id)
+        .order_by(Workspace.created_at, Workspace.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(after_key([Workspace.created_at, Workspace.id], after))
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def add_membership(
+    session: AsyncSession, *, workspace_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> Membership:
+    stmt = (
+        insert(Membership)
+        .values(id=new_id(), workspace_id=workspace_id, user_id=user_id, role=role)
+        .returning(Membership)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def membership(
+    session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID
+) -> Membership | None:
+    stmt = select(Membership).where(
+        Membership.workspace_id == workspace_id, Membership.user_id == user_id
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def memberships_of_user(
+    session: AsyncSession, user_id: uuid.UUID, workspace_ids: Sequence[uuid.UUID]
+) -> Sequence[Membership]:
+    stmt = select(Membership).where(
+        Membership.user_id == user_id, Membership.workspace_id.in_(workspace_ids)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def memberships_by_workspaces(
+    session: AsyncSession, workspace_ids: Sequence[uuid.UUID]
+) -> Sequence[Membership]:
+    stmt = (
+        select(Membership)
+        .where(Membership.workspace_id.in_(workspace_ids))
+        .order_by(Membership.workspace_id, Membership.created_at, Membership.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def set_role(session: AsyncSession, membership_id: uuid.UUID, role: str) -> Membership:
+    stmt = (
+        update(Membership)
+        .where(Membership.id == membership_id)
+        .values(role=role)
+        .returning(Membership)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def remove_membership(session: AsyncSession, membership_id: uuid.UUID) -> None:
+    await session.execute(delete(Membership).where(Membership.id == membership_id))
+
+
+async def count_owners(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    stmt = select(func.count()).where(
+        Membership.workspace_id == workspace_id, Membership.role == "OWNER"
+    )
+    return int((await session.execute(stmt)).scalar_one())

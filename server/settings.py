@@ -1,0 +1,73 @@
+"""Every setting Concord reads, from the environment, once at start.
+
+The defaults are the embedded mode: a SQLite file in the data directory, an in-process
+broker, a JWT secret generated on first start and kept beside the database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database and the development JWT secret live."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "concord"
+
+
+class Settings(BaseSettings):
+    """Concord's configuration; each field is one environment variable (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, alias="CONCORD_DATA_DIR")
+    database_url: str | None = None
+    database_read_url: str | None = None
+    redis_url: str | None = None
+
+    jwt_secret: str | None = None
+    jwt_issuer: str = "concord"
+    jwt_audience: str = "concord"
+    access_token_ttl_seconds: int = Field(default=900, ge=10)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+
+    max_query_depth: int = Field(default=12, ge=1)
+    max_aliases: int = Field(default=30, ge=1)
+    max_tokens: int = Field(default=2000, ge=10)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    ws_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
+    subscriber_queue_size: int = Field(default=1000, ge=1)
+    event_retention: int = Field(default=0, ge=0)
+
+    log_level: str = "INFO"
+    debug: bool = False
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def write_url(self) -> str:
+        """The primary database; the embedded SQLite file when DATABASE_URL is unset."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'concord.db'}"
+
+    @property
+    def read_url(self) -> str:
+        return self.database_read_url or self.write_url
+
+    @property
+    def embedded(self) -> bool:
+        return self.write_url.startswith("sqlite")
+
+
+def load_settings() -> Settings:
+    return Settings()

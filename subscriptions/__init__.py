@@ -1,0 +1,1 @@
+"""Live updates: the broker contract and its backends, event streams, presence."""

@@ -1,0 +1,47 @@
+"""The broker contract: publish a message on a channel, subscribe to a channel.
+
+One backend per module (`subscriptions/memory.py`, `subscriptions/redis.py`), chosen by
+`REDIS_URL`. Messages are strings (JSON in practice). Delivery is best effort: the event
+log in the database is the source of truth, and subscribers fill gaps from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+
+class SubscriberOverflow(Exception):
+    """The subscriber's bounded queue filled up: it fell behind and is cut off."""
+
+
+class Subscription(Protocol):
+    """Messages of one channel, in publish order, until the subscription ends."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+
+class Broker(Protocol):
+    """Pub/sub between API processes (or within one)."""
+
+    async def connect(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    async def publish(self, channel: str, message: str) -> None:
+        """Send `message` to every subscriber of `channel`, in this process and others."""
+        ...
+
+    def subscribe(
+        self, channel: str, *, queue_size: int
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Receive the channel's messages through a queue of at most `queue_size`.
+
+        Iterating raises SubscriberOverflow once the queue has overflowed.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the broker is reachable (for /readyz)."""
+        ...
