@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import new_id
 from models.paging import after_key
-from models.tables import Membership, Workspace
+from models.tables import EventStream, Membership, Workspace
 from models.versioning import insert_versioned, update_versioned
 
 
@@ -111,3 +111,16 @@ async def count_owners(session: AsyncSession, workspace_id: uuid.UUID) -> int:
         Membership.workspace_id == workspace_id, Membership.role == "OWNER"
     )
     return int((await session.execute(stmt)).scalar_one())
+
+
+async def lock_membership_changes(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Take the workspace's stream row lock until commit (a no-op UPDATE, on every database).
+
+    The same lock orders every writer's sequence number, so holding it makes membership
+    checks and changes of one workspace happen one at a time.
+    """
+    await session.execute(
+        update(EventStream)
+        .where(EventStream.workspace_id == workspace_id)
+        .values(last_seq=EventStream.last_seq)
+    )

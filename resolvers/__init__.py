@@ -1,0 +1,1 @@
+"""Use cases: authorize, validate, change, record the event. No SQL text here."""

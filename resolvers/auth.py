@@ -1,0 +1,133 @@
+"""Registration, login, refresh-token rotation and logout."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth.passwords import hash_password, verify_password
+from auth.tokens import hash_refresh_token, issue_access_token, new_refresh_token
+from models import user as user_repo
+from models.tables import User
+from models.transaction import run_in_transaction
+from resolvers import validation
+from resolvers.context import Context
+from resolvers.errors import InvalidCredentialsError, InvalidInput
+
+BAD_LOGIN = "Email or password is wrong."
+BAD_REFRESH = "This refresh token is invalid, expired or already used: sign in again."
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+
+async def _start_session(
+    ctx: Context, session: AsyncSession, user: User, family_id: uuid.UUID | None = None
+) -> Session:
+    config = ctx.services.tokens
+    refresh = new_refresh_token()
+    await user_repo.store_refresh_token(
+        session,
+        user_id=user.id,
+        token_hash=hash_refresh_token(refresh),
+        family_id=family_id or uuid.uuid4(),
+        expires_at=datetime.now(UTC) + config.refresh_ttl,
+    )
+    return Session(
+        access_token=issue_access_token(config, user.id),
+        refresh_token=refresh,
+        expires_in=int(config.access_ttl.total_seconds()),
+        user=user,
+    )
+
+
+async def register(ctx: Context, email: str, password: str, display_name: str) -> Session:
+    email = validation.email(email)
+    password = validation.password(password)
+    display_name = validation.name(display_name, "displayName")
+    # Hash outside the transaction: argon2 is deliberately slow.
+    password_hash = hash_password(password)
+
+    async def work(session: AsyncSession) -> Session:
+        if await user_repo.user_by_email(session, email) is not None:
+            raise InvalidInput("email", "This email is already registered.")
+        user = await user_repo.create_user(
+            session, email=email, display_name=display_name, password_hash=password_hash
+        )
+        return await _start_session(ctx, session, user)
+
+    try:
+        return await run_in_transaction(ctx.services.db.writer, work)
+    except IntegrityError as exc:
+        # Two registrations of one email at once: the unique constraint decides.
+        raise InvalidInput("email", "This email is already registered.") from exc
+
+
+async def login(ctx: Context, email: str, password: str) -> Session:
+    if not email.strip():
+        raise InvalidInput("email", "email must not be empty.")
+    if not password:
+        raise InvalidInput("password", "password must not be empty.")
+    if len(password) > validation.PASSWORD_MAX:
+        raise InvalidCredentialsError(BAD_LOGIN)
+    normalized = email.strip().lower()
+    async with ctx.services.db.writer() as session:
+        user = await user_repo.user_by_email(session, normalized)
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        raise InvalidCredentialsError(BAD_LOGIN)
+
+    async def work(session: AsyncSession) -> Session:
+        return await _start_session(ctx, session, user)
+
+    return await run_in_transaction(ctx.services.db.writer, work)
+
+
+async def refresh(ctx: Context, token: str) -> Session:
+    """Rotate: the presented token dies and a new one of the same family is issued.
+
+    Presenting an already rotated token means it leaked (or a client raced itself): the
+    whole family is revoked, so a thief's copy dies with the owner's.
+    """
+    token_hash = hash_refresh_token(token)
+
+    async def work(session: AsyncSession) -> Session | None:
+        stored = await user_repo.refresh_token_by_hash(session, token_hash)
+        if stored is None or stored.expires_at <= datetime.now(UTC):
+            return None
+        if stored.revoked_at is not None or not await user_repo.revoke_refresh_token(
+            session, stored.id
+        ):
+            await user_repo.revoke_refresh_family(session, stored.family_id)
+            return None
+        users = await user_repo.users_by_ids(session, [stored.user_id])
+        return await _start_session(ctx, session, users[0], stored.family_id)
+
+    result = await run_in_transaction(ctx.services.db.writer, work)
+    if result is None:
+        raise InvalidCredentialsError(BAD_REFRESH)
+    return result
+
+
+async def logout(ctx: Context, token: str) -> None:
+    """Revoke the caller's refresh token (its family: every rotation of that login)."""
+    user_id = ctx.user_id()
+    token_hash = hash_refresh_token(token)
+
+    async def work(session: AsyncSession) -> bool:
+        stored = await user_repo.refresh_token_by_hash(session, token_hash)
+        if stored is None or stored.user_id != user_id or stored.revoked_at is not None:
+            return False
+        await user_repo.revoke_refresh_family(session, stored.family_id)
+        return True
+
+    if not await run_in_transaction(ctx.services.db.writer, work):
+        raise InvalidCredentialsError("This refresh token is not a live token of yours.")

@@ -1,0 +1,53 @@
+"""What every resolver receives: the process's services and the request's caller and loaders."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from auth.backend import Viewer
+from auth.tokens import TokenConfig
+from models.database import Database
+from resolvers.errors import Unauthenticated
+from resolvers.loaders import Loaders
+from subscriptions.broker import Broker
+
+
+@dataclass
+class Services:
+    """Long-lived, one per process."""
+
+    db: Database
+    broker: Broker
+    tokens: TokenConfig
+    subscriber_queue_size: int = 1000
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """One per HTTP request, per WebSocket connection, and per event in a subscription."""
+
+    services: Services
+    viewer: Viewer | None
+    loaders: Loaders
+    request: Any = None
+    response: Any = None
+
+    @classmethod
+    def create(
+        cls, services: Services, viewer: Viewer | None, request: Any = None, response: Any = None
+    ) -> Context:
+        loaders = Loaders(services.db, viewer.user_id if viewer else None)
+        return cls(services, viewer, loaders, request, response)
+
+    def user_id(self) -> uuid.UUID:
+        """The caller's id; Unauthenticated for anonymous callers."""
+        if self.viewer is None:
+            raise Unauthenticated("Sign in first: send 'Authorization: Bearer <access token>'.")
+        return self.viewer.user_id
+
+    def fresh(self) -> Context:
+        """The same caller with new loaders (a subscription resolves each event afresh)."""
+        return Context.create(self.services, self.viewer, self.request, self.response)

@@ -1,0 +1,62 @@
+"""Domain outcomes that are not successes.
+
+Resolvers raise these; `schema/errors.py` is the one place that turns them into the
+union members clients see (or GraphQL errors where the result type has no such member).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(DomainError):
+    """Does not exist, or the caller is not a member: the two are indistinguishable."""
+
+    code = "NOT_FOUND"
+
+
+class ForbiddenError(DomainError):
+    code = "FORBIDDEN"
+
+
+class InvalidInput(DomainError):
+    code = "VALIDATION_FAILED"
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidCredentialsError(DomainError):
+    code = "INVALID_CREDENTIALS"
+
+
+class VersionConflictError(DomainError):
+    """Someone else wrote first; carries the entity as it is now."""
+
+    code = "VERSION_CONFLICT"
+
+    def __init__(self, entity_type: str, current: Any, current_version: str, changed: list[str]):
+        super().__init__(
+            f"{entity_type} was changed by someone else"
+            + (f" ({', '.join(changed)})" if changed else "")
+            + "; reload it and apply your edit again."
+        )
+        self.entity_type = entity_type
+        self.current = current
+        self.current_version = current_version
+        self.changed_fields = changed
+
+
+class Unauthenticated(DomainError):
+    """No access token; only register, login and refreshToken are open to anonymous callers."""
+
+    code = "UNAUTHENTICATED"

@@ -1,0 +1,105 @@
+"""Request-scoped DataLoaders: every relation is read in batches, never per row.
+
+One loader per (entity, key, visibility), named `<Entity>By<Key>Loader`, all built together
+in `Loaders` for one request (or one subscription event). Each batch runs in its own short
+read session, so a nested query costs a number of statements that does not grow with the
+number of rows it returns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
+
+from models import board as board_repo
+from models import card as card_repo
+from models import comment as comment_repo
+from models import user as user_repo
+from models import workspace as workspace_repo
+from models.database import Database
+from models.tables import Board, Card, Comment, Membership, User, Workspace
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# (parent id, first, sort key after which to start or None)
+PageKey = tuple[uuid.UUID, int, tuple[Any, ...] | None]
+PageRows = list[Any]
+
+
+def _by_id(
+    db: Database, fetch: Callable[[AsyncSession, Sequence[uuid.UUID]], Awaitable[Sequence[Any]]]
+) -> DataLoader[uuid.UUID, Any]:
+    async def load(ids: list[uuid.UUID]) -> list[Any]:
+        async with db.reader() as session:
+            rows = {row.id: row for row in await fetch(session, ids)}
+        return [rows.get(i) for i in ids]
+
+    return DataLoader(load_fn=load)
+
+
+def _paged(
+    db: Database,
+    fetch: Callable[
+        [AsyncSession, Sequence[uuid.UUID], Any, int], Awaitable[dict[uuid.UUID, list[Any]]]
+    ],
+) -> DataLoader[PageKey, PageRows]:
+    """Pages for many parents: one statement per distinct (first, after) in the batch."""
+
+    async def load(keys: list[PageKey]) -> list[PageRows]:
+        groups: dict[tuple[int, Any], list[uuid.UUID]] = defaultdict(list)
+        for parent, first, after in keys:
+            groups[(first, after)].append(parent)
+        found: dict[PageKey, PageRows] = {}
+        async with db.reader() as session:
+            for (first, after), parents in groups.items():
+                pages = await fetch(session, parents, after, first)
+                for parent in parents:
+                    found[(parent, first, after)] = pages.get(parent, [])
+        return [found[key] for key in keys]
+
+    return DataLoader(load_fn=load)
+
+
+class Loaders:
+    """All loaders of one request. `viewer_id` scopes the role loader to the caller."""
+
+    def __init__(self, db: Database, viewer_id: uuid.UUID | None) -> None:
+        self.user_by_id: DataLoader[uuid.UUID, User | None] = _by_id(db, user_repo.users_by_ids)
+        self.workspace_by_id: DataLoader[uuid.UUID, Workspace | None] = _by_id(
+            db, workspace_repo.workspaces_by_ids
+        )
+        self.board_by_id: DataLoader[uuid.UUID, Board | None] = _by_id(db, board_repo.boards_by_ids)
+        self.card_by_id: DataLoader[uuid.UUID, Card | None] = _by_id(db, card_repo.cards_by_ids)
+        self.comment_by_id: DataLoader[uuid.UUID, Comment | None] = _by_id(
+            db, comment_repo.comments_by_ids
+        )
+        self.boards_by_workspace = _paged(db, board_repo.boards_by_workspaces)
+        self.cards_by_board = _paged(db, card_repo.cards_by_boards)
+        self.comments_by_card = _paged(db, comment_repo.comments_by_cards)
+
+        async def members(ids: list[uuid.UUID]) -> list[list[Membership]]:
+            grouped: dict[uuid.UUID, list[Membership]] = defaultdict(list)
+            async with db.reader() as session:
+                for row in await workspace_repo.memberships_by_workspaces(session, ids):
+                    grouped[row.workspace_id].append(row)
+            return [grouped[i] for i in ids]
+
+        self.memberships_by_workspace: DataLoader[uuid.UUID, list[Membership]] = DataLoader(
+            load_fn=members
+        )
+
+        async def roles(ids: list[uuid.UUID]) -> list[str | None]:
+            if viewer_id is None:
+                return [None for _ in ids]
+            async with db.reader() as session:
+                rows = await workspace_repo.memberships_of_user(session, viewer_id, ids)
+            by_workspace = {row.workspace_id: row.role for row in rows}
+            return [by_workspace.get(i) for i in ids]
+
+        self.viewer_role_by_workspace: DataLoader[uuid.UUID, str | None] = DataLoader(load_fn=roles)

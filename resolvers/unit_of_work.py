@@ -1,0 +1,113 @@
+"""One transaction per mutation: change, record the event, commit, then publish.
+
+The event is written in the same transaction as the change it describes, so the log
+never disagrees with the data. Publishing happens only after the commit succeeded, and a
+failed publish loses nothing: subscribers backfill from the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import event as event_store
+from models.tables import Event
+from models.transaction import run_in_transaction
+from resolvers.context import Context
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def workspace_channel(workspace_id: uuid.UUID | str) -> str:
+    return f"workspace:{workspace_id}"
+
+
+def event_message(event: Event) -> str:
+    """The broker message for an event: enough to deliver it without reading the database."""
+    return json.dumps(
+        {
+            "id": event.id,
+            "workspace_id": str(event.workspace_id),
+            "seq": event.seq,
+            "type": event.type,
+            "entity_type": event.entity_type,
+            "entity_id": str(event.entity_id),
+            "entity_version": event.entity_version,
+            "actor_id": None if event.actor_id is None else str(event.actor_id),
+            "changes": event.changes,
+            "occurred_at": event.occurred_at.isoformat(),
+        },
+        separators=(",", ":"),
+    )
+
+
+class Recorder:
+    """Appends events inside the mutation's transaction and remembers them for publishing."""
+
+    def __init__(self, session: AsyncSession, actor_id: uuid.UUID | None) -> None:
+        self.session = session
+        self.actor_id = actor_id
+        self.events: list[Event] = []
+
+    async def record(
+        self,
+        workspace_id: uuid.UUID,
+        type: str,
+        entity_type: str,
+        entity_id: uuid.UUID,
+        version: str | None,
+        changes: list[dict[str, Any]],
+    ) -> Event:
+        # Taken last in the transaction: the stream's row lock orders the workspace's
+        # writers until commit, so it should be held as briefly as possible.
+        seq = await event_store.next_seq(self.session, workspace_id)
+        event = await event_store.append(
+            self.session,
+            workspace_id=workspace_id,
+            seq=seq,
+            type=type,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            entity_version=version,
+            actor_id=self.actor_id,
+            changes=changes,
+        )
+        self.events.append(event)
+        return event
+
+
+async def write(ctx: Context, work: Callable[[AsyncSession, Recorder], Awaitable[T]]) -> T:
+    """Run `work` in one (retried when transient) transaction, then publish its events."""
+    actor = ctx.viewer.user_id if ctx.viewer else None
+    recorders: list[Recorder] = []
+
+    async def attempt(session: AsyncSession) -> T:
+        recorder = Recorder(session, actor)
+        recorders[:] = [recorder]
+        return await work(session, recorder)
+
+    result = await run_in_transaction(ctx.services.db.writer, attempt)
+    for event in recorders[0].events:
+        try:
+            await ctx.services.broker.publish(
+                workspace_channel(event.workspace_id), event_message(event)
+            )
+        except Exception:
+            # The event is committed; subscribers will find it in the log.
+            log.warning("publishing event failed", exc_info=True, extra={"seq": event.seq})
+    return result
+
+
+def change(field: str, old: Any, new: Any) -> dict[str, Any]:
+    return {"field": field, "old": old, "new": new}
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """Changes for the fields whose values differ, in `after`'s order."""
+    return [change(k, before.get(k), v) for k, v in after.items() if before.get(k) != v]

@@ -1,0 +1,77 @@
+"""Board and its connection."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from models import tables
+from models.versioning import encode_version
+from resolvers import card as card_resolvers
+from schema.context import ctx
+from schema.pagination import PageInfo, connection
+from schema.versioned import Versioned
+
+if TYPE_CHECKING:
+    from schema.card import CardConnection
+    from schema.workspace import Workspace
+
+
+@strawberry.type(description="A board of cards in a workspace.")
+class Board(Versioned):
+    row: strawberry.Private[tables.Board]
+
+    @strawberry.field(description="Opaque id.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @strawberry.field(description="Changes on every write; send back as expectedVersion.")
+    def version(self) -> str:
+        return encode_version(self.row.version)
+
+    @strawberry.field(description="The board's name.")
+    def name(self) -> str:
+        return self.row.name
+
+    @strawberry.field(description="The workspace the board is in.")
+    async def workspace(
+        self, info: Info
+    ) -> Annotated[Workspace, strawberry.lazy("schema.workspace")]:
+        from schema.workspace import Workspace
+
+        row = await ctx(info).loaders.workspace_by_id.load(self.row.workspace_id)
+        assert row is not None
+        return Workspace(row=row)
+
+    @strawberry.field(description="The board's cards by position.")
+    async def cards(
+        self, info: Info, first: int | None = 50, after: str | None = None
+    ) -> Annotated[CardConnection, strawberry.lazy("schema.card")]:
+        from schema.card import Card, CardConnection, CardEdge
+
+        page = await card_resolvers.cards_of(ctx(info), self.row.id, first, after)
+        return connection(page, Card.from_row, CardEdge, CardConnection)
+
+    @classmethod
+    def from_row(cls, row: tables.Board) -> Board:
+        return cls(row=row)
+
+
+@strawberry.type(description="A board in a list.")
+class BoardEdge:
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
+    node: Board = strawberry.field(description="The board.")
+
+
+@strawberry.type(description="A page of boards.")
+class BoardConnection:
+    edges: list[BoardEdge] = strawberry.field(description="Boards with cursors.")
+    nodes: list[Board] = strawberry.field(description="Just the boards.")
+    page_info: PageInfo = strawberry.field(description="Whether more follow.")
+
+
+@strawberry.type(description="The board after the change.")
+class BoardPayload:
+    board: Board = strawberry.field(description="The board.")

@@ -1,0 +1,100 @@
+"""Card and its connection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from models import tables
+from models.versioning import encode_version
+from resolvers import comment as comment_resolvers
+from schema.context import ctx
+from schema.enums import CardStatus
+from schema.pagination import PageInfo, connection
+from schema.user import User, maybe_user
+from schema.versioned import Versioned
+
+if TYPE_CHECKING:
+    from schema.board import Board
+    from schema.comment import CommentConnection
+
+
+@strawberry.type(description="A unit of work on a board.")
+class Card(Versioned):
+    row: strawberry.Private[tables.Card]
+
+    @strawberry.field(description="Opaque id.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @strawberry.field(description="Changes on every write; send back as expectedVersion.")
+    def version(self) -> str:
+        return encode_version(self.row.version)
+
+    @strawberry.field(description="Short title.")
+    def title(self) -> str:
+        return self.row.title
+
+    @strawberry.field(description="Longer text; may be empty.")
+    def description(self) -> str:
+        return self.row.description
+
+    @strawberry.field(description="Where the card stands.")
+    def status(self) -> CardStatus:
+        return CardStatus(self.row.status)
+
+    @strawberry.field(description="Order on the board, ascending.")
+    def position(self) -> float:
+        return self.row.position
+
+    @strawberry.field(description="When it is due, if ever.")
+    def due_date(self) -> datetime | None:
+        return self.row.due_date
+
+    @strawberry.field(description="Who works on it, if anyone.")
+    async def assignee(self, info: Info) -> User | None:
+        if self.row.assignee_id is None:
+            return None
+        return maybe_user(await ctx(info).loaders.user_by_id.load(self.row.assignee_id))
+
+    @strawberry.field(description="The board the card is on.")
+    async def board(self, info: Info) -> Annotated[Board, strawberry.lazy("schema.board")]:
+        from schema.board import Board
+
+        row = await ctx(info).loaders.board_by_id.load(self.row.board_id)
+        assert row is not None
+        return Board(row=row)
+
+    @strawberry.field(description="Comments, oldest first.")
+    async def comments(
+        self, info: Info, first: int | None = 50, after: str | None = None
+    ) -> Annotated[CommentConnection, strawberry.lazy("schema.comment")]:
+        from schema.comment import Comment, CommentConnection, CommentEdge
+
+        page = await comment_resolvers.comments_of(ctx(info), self.row.id, first, after)
+        return connection(page, Comment.from_row, CommentEdge, CommentConnection)
+
+    @classmethod
+    def from_row(cls, row: tables.Card) -> Card:
+        return cls(row=row)
+
+
+@strawberry.type(description="A card in a list.")
+class CardEdge:
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
+    node: Card = strawberry.field(description="The card.")
+
+
+@strawberry.type(description="A page of cards.")
+class CardConnection:
+    edges: list[CardEdge] = strawberry.field(description="Cards with cursors.")
+    nodes: list[Card] = strawberry.field(description="Just the cards.")
+    page_info: PageInfo = strawberry.field(description="Whether more follow.")
+
+
+@strawberry.type(description="The card after the change.")
+class CardPayload:
+    card: Card = strawberry.field(description="The card.")

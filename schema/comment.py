@@ -1,0 +1,76 @@
+"""Comment and its connection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from models import tables
+from models.versioning import encode_version
+from schema.context import ctx
+from schema.pagination import PageInfo
+from schema.user import User
+from schema.versioned import Versioned
+
+if TYPE_CHECKING:
+    from schema.card import Card
+
+
+@strawberry.type(description="A remark on a card.")
+class Comment(Versioned):
+    row: strawberry.Private[tables.Comment]
+
+    @strawberry.field(description="Opaque id.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @strawberry.field(description="Changes on every write; send back as expectedVersion.")
+    def version(self) -> str:
+        return encode_version(self.row.version)
+
+    @strawberry.field(description="The text.")
+    def body(self) -> str:
+        return self.row.body
+
+    @strawberry.field(description="Who wrote it.")
+    async def author(self, info: Info) -> User:
+        row = await ctx(info).loaders.user_by_id.load(self.row.author_id)
+        assert row is not None
+        return User(row=row)
+
+    @strawberry.field(description="The card it is on.")
+    async def card(self, info: Info) -> Annotated[Card, strawberry.lazy("schema.card")]:
+        from schema.card import Card
+
+        row = await ctx(info).loaders.card_by_id.load(self.row.card_id)
+        assert row is not None
+        return Card(row=row)
+
+    @strawberry.field(description="When it was written.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @classmethod
+    def from_row(cls, row: tables.Comment) -> Comment:
+        return cls(row=row)
+
+
+@strawberry.type(description="A comment in a list.")
+class CommentEdge:
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
+    node: Comment = strawberry.field(description="The comment.")
+
+
+@strawberry.type(description="A page of comments.")
+class CommentConnection:
+    edges: list[CommentEdge] = strawberry.field(description="Comments with cursors.")
+    nodes: list[Comment] = strawberry.field(description="Just the comments.")
+    page_info: PageInfo = strawberry.field(description="Whether more follow.")
+
+
+@strawberry.type(description="The comment after the change.")
+class CommentPayload:
+    comment: Comment = strawberry.field(description="The comment.")

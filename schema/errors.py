@@ -1,0 +1,171 @@
+"""Expected outcomes as union members, everything else as GraphQL errors with a stable code.
+
+`respond` is the one place that turns a resolver's domain exception into the member of
+the mutation's result union. `ErrorCodes` gives every GraphQL error an
+`extensions.code` and, outside debug mode, masks unexpected errors (no traceback, no SQL)
+and drops field suggestions that would reveal the schema to a probing client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import typing
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from resolvers.errors import (
+    DomainError,
+    ForbiddenError,
+    InvalidCredentialsError,
+    InvalidInput,
+    NotFoundError,
+    VersionConflictError,
+)
+from schema.versioned import Versioned, as_versioned
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@strawberry.interface(description="An expected, non-successful outcome.")
+class UserError:
+    message: str = strawberry.field(description="What went wrong, for people.")
+    code: str = strawberry.field(description="What went wrong, for programs.")
+
+
+@strawberry.type(description="Someone else changed the entity since expectedVersion.")
+class VersionConflict(UserError):
+    current: Versioned = strawberry.field(
+        description="The entity as it is now."
+    )
+    current_version: str = strawberry.field(description="Its version now.")
+    changed_fields: list[str] = strawberry.field(
+        description="Fields changed since the caller's expectedVersion."
+    )
+
+
+@strawberry.type(description="It does not exist, or you are not a member of its workspace.")
+class NotFound(UserError):
+    pass
+
+
+@strawberry.type(description="Your role does not allow this.")
+class Forbidden(UserError):
+    pass
+
+
+@strawberry.type(description="The input is not acceptable; nothing was changed.")
+class ValidationError(UserError):
+    field: str | None = strawberry.field(description="The offending input field, if one.")
+
+
+@strawberry.type(description="Email, password or token not accepted.")
+class InvalidCredentials(UserError):
+    pass
+
+
+def _member(error: DomainError) -> Any:
+    if isinstance(error, VersionConflictError):
+        return VersionConflict(
+            message=error.message,
+            code=error.code,
+            current=as_versioned(error.current),
+            current_version=error.current_version,
+            changed_fields=error.changed_fields,
+        )
+    if isinstance(error, InvalidInput):
+        return ValidationError(message=error.message, code=error.code, field=error.field)
+    kinds: dict[type[DomainError], type[Any]] = {
+        NotFoundError: NotFound,
+        ForbiddenError: Forbidden,
+        InvalidCredentialsError: InvalidCredentials,
+    }
+    for kind, member in kinds.items():
+        if isinstance(error, kind):
+            return member(message=error.message, code=error.code)
+    raise error
+
+
+def union_members(result_type: Any) -> tuple[type[Any], ...]:
+    """The classes of `Annotated[A | B | C, strawberry.union(...)]`."""
+    return typing.get_args(typing.get_args(result_type)[0])
+
+
+async def respond(
+    result_type: Any, call: Callable[[], Awaitable[T]], wrap: Callable[[T], Any]
+) -> Any:
+    """Run `call`; its value through `wrap`, or its domain error as a union member.
+
+    An error the union has no member for (NotFound on createWorkspace, say) is raised and
+    becomes a GraphQL error with the error's code.
+    """
+    try:
+        value = await call()
+    except DomainError as error:
+        member = _member(error)
+        if type(member) not in union_members(result_type):
+            raise
+        return member
+    return wrap(value)
+
+
+_SUGGESTION = re.compile(r"\s*Did you mean .*\?$")
+
+
+def _extensions(error: GraphQLError) -> dict[str, Any]:
+    original = error.original_error
+    if isinstance(original, DomainError):
+        extensions: dict[str, Any] = {"code": original.code}
+        if isinstance(original, InvalidInput) and original.field:
+            extensions["field"] = original.field
+        return extensions
+    if isinstance(original, GraphQLError):
+        return {"code": "BAD_USER_INPUT"}
+    if original is None:
+        if error.message.startswith("Syntax Error"):
+            return {"code": "GRAPHQL_PARSE_FAILED"}
+        return {"code": "GRAPHQL_VALIDATION_FAILED"}
+    return {"code": "INTERNAL_SERVER_ERROR"}
+
+
+class ErrorCodes(SchemaExtension):
+    """Codes on every error; masking and no suggestions unless `debug`."""
+
+    def __init__(self, *, debug: bool = False) -> None:
+        self.debug = debug
+
+    def _convert(self, error: GraphQLError) -> GraphQLError:
+        extensions = {**(error.extensions or {}), **_extensions(error)}
+        message = error.message
+        original = error.original_error
+        unexpected = original is not None and not isinstance(original, DomainError)
+        if unexpected and not isinstance(original, GraphQLError):
+            log.error("unexpected error in %s", error.path, exc_info=original)
+            if not self.debug:
+                message = "Unexpected error."
+        if not self.debug:
+            message = _SUGGESTION.sub("", message)
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=original if self.debug else None,
+            extensions=extensions,
+        )
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [self._convert(e) for e in errors]  # type: ignore[union-attr]
+        pre = self.execution_context.pre_execution_errors
+        if pre:
+            self.execution_context.pre_execution_errors = [self._convert(e) for e in pre]

@@ -1,0 +1,63 @@
+"""Query: one-liners over resolvers/."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from resolvers import board, card, event, workspace
+from schema.board import Board
+from schema.card import Card
+from schema.context import ctx
+from schema.event import Event, EventConnection, EventEdge
+from schema.pagination import connection
+from schema.user import User, maybe_user
+from schema.workspace import Workspace, WorkspaceConnection, WorkspaceEdge
+
+
+@strawberry.type(description="Reads.")
+class Query:
+    @strawberry.field(description="The signed-in user.")
+    async def me(self, info: Info) -> User | None:
+        c = ctx(info)
+        return maybe_user(await c.loaders.user_by_id.load(c.user_id()))
+
+    @strawberry.field(description="Your workspaces, oldest first.")
+    async def workspaces(
+        self, info: Info, first: int | None = 50, after: str | None = None
+    ) -> WorkspaceConnection:
+        page = await workspace.my_workspaces(ctx(info), first, after)
+        return connection(page, Workspace.from_row, WorkspaceEdge, WorkspaceConnection)
+
+    @strawberry.field(description="Null when it does not exist or the caller is not a member.")
+    async def workspace(self, info: Info, id: strawberry.ID) -> Workspace | None:
+        row = await workspace.workspace(ctx(info), id)
+        return None if row is None else Workspace(row=row)
+
+    @strawberry.field(description="Null when it does not exist or the caller is not a member.")
+    async def board(self, info: Info, id: strawberry.ID) -> Board | None:
+        row = await board.board(ctx(info), id)
+        return None if row is None else Board(row=row)
+
+    @strawberry.field(description="Null when it does not exist or the caller is not a member.")
+    async def card(self, info: Info, id: strawberry.ID) -> Card | None:
+        row = await card.card(ctx(info), id)
+        return None if row is None else Card(row=row)
+
+    @strawberry.field(description="The workspace's event log in seq order, after a cursor.")
+    async def events(
+        self,
+        info: Info,
+        workspace_id: strawberry.ID,
+        after: str | None = None,
+        first: int | None = 100,
+    ) -> EventConnection:
+        page = await event.events(ctx(info), workspace_id, after, first)
+        return connection(page, Event.from_row, EventEdge, EventConnection)
+
+    @strawberry.field(description="Every change of one card, oldest first.")
+    async def card_history(
+        self, info: Info, card_id: strawberry.ID, first: int | None = 100, after: str | None = None
+    ) -> EventConnection:
+        page = await event.card_history(ctx(info), card_id, first, after)
+        return connection(page, Event.from_row, EventEdge, EventConnection)

@@ -1,0 +1,1 @@
+"""The Starlette application, its settings, middleware, health, metrics and the CLI."""

@@ -1,0 +1,95 @@
+"""The `concord` command: serve, migrate, export-schema, odbc-setup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.logging import configure_logging
+    from server.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        ws="websockets-sansio",
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from models.database import make_engine
+    from models.migrate import upgrade
+    from server.settings import load_settings
+
+    settings = load_settings()
+
+    async def run() -> None:
+        engine = make_engine(settings.write_url, pool=False)
+        try:
+            await upgrade(engine, args.revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print(f"migrated {settings.write_url.split('@')[-1]} to {args.revision}")  # noqa: T201
+    return 0
+
+
+def _export_schema(args: argparse.Namespace) -> int:
+    from schema import build_schema
+
+    sys.stdout.write(build_schema().as_str() + "\n")
+    return 0
+
+
+def _odbc_setup(args: argparse.Namespace) -> int:
+    from models.odbc import register_driver
+    from server.settings import load_settings
+
+    directory = Path(args.dir) if args.dir else load_settings().data_dir / "odbc"
+    target = register_driver(directory)
+    print(f"export ODBCSYSINI={target}")  # noqa: T201
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="concord", description="Concord GraphQL collaboration API")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the API (GraphiQL at /graphql)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+    migrate = commands.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(run=_migrate)
+    export = commands.add_parser("export-schema", help="print the GraphQL SDL")
+    export.set_defaults(run=_export_schema)
+    odbc = commands.add_parser(
+        "odbc-setup", help="register the SQL Server ODBC driver; prints the ODBCSYSINI to export"
+    )
+    odbc.add_argument("--dir", help="where to write odbcinst.ini (default: data dir/odbc)")
+    odbc.set_defaults(run=_odbc_setup)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
