@@ -12,6 +12,7 @@ from models.database import Database
 from resolvers.errors import Unauthenticated
 from resolvers.loaders import Loaders
 from subscriptions.broker import Broker
+from subscriptions.presence import PresenceStore
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Services:
     db: Database
     broker: Broker
     tokens: TokenConfig
+    presence: PresenceStore | None = None
     subscriber_queue_size: int = 1000
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -34,6 +36,8 @@ class Context:
     loaders: Loaders
     request: Any = None
     response: Any = None
+    # The graphql-transport-ws connection_init payload (set by Strawberry on WebSockets).
+    connection_params: dict[str, Any] | None = None
 
     @classmethod
     def create(

@@ -40,9 +40,7 @@ class UserError:
 
 @strawberry.type(description="Someone else changed the entity since expectedVersion.")
 class VersionConflict(UserError):
-    current: Versioned = strawberry.field(
-        description="The entity as it is now."
-    )
+    current: Versioned = strawberry.field(description="The entity as it is now.")
     current_version: str = strawberry.field(description="Its version now.")
     changed_fields: list[str] = strawberry.field(
         description="Fields changed since the caller's expectedVersion."
@@ -160,12 +158,23 @@ class ErrorCodes(SchemaExtension):
             extensions=extensions,
         )
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
+    def _convert_result(self, result: Any) -> None:
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = [self._convert(e) for e in errors]  # type: ignore[union-attr]
+            result.errors = [self._convert(e) for e in errors]
+
+    def on_operation(self) -> Iterator[None]:
+        self._streamed = False
+        yield
+        if self._streamed:
+            return
+        self._convert_result(self.execution_context.result)
         pre = self.execution_context.pre_execution_errors
         if pre:
             self.execution_context.pre_execution_errors = [self._convert(e) for e in pre]
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each result of a subscription, before it is sent."""
+        self._streamed = True
+        self._convert_result(result)
+        yield None

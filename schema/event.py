@@ -62,7 +62,10 @@ class Event:
     async def actor(self, info: Info) -> User | None:
         if self.row.actor_id is None:
             return None
-        return maybe_user(await ctx(info).loaders.user_by_id.load(self.row.actor_id))
+        # A live event carries loaders of its own, fresh for the event and shared by
+        # every subscriber rendering it; a row read by a query uses the request's.
+        loaders = getattr(self.row, "loaders", None) or ctx(info).loaders
+        return maybe_user(await loaders.user_by_id.load(self.row.actor_id))
 
     @strawberry.field(description="Each changed field with its old and new value.")
     def changes(self) -> list[FieldChange]:

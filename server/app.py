@@ -29,6 +29,7 @@ from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
 from server.settings import Settings, load_settings
 from subscriptions.backends import broker_from_url
+from subscriptions.presence import presence_from_url
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,12 @@ def token_config(settings: Settings) -> TokenConfig:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     tokens = token_config(settings)
+    broker = broker_from_url(settings.redis_url)
     services = Services(
         db=Database(settings.write_url, settings.read_url),
-        broker=broker_from_url(settings.redis_url),
+        broker=broker,
         tokens=tokens,
+        presence=presence_from_url(settings.redis_url, broker),
         subscriber_queue_size=settings.subscriber_queue_size,
     )
     schema = build_schema(
@@ -104,6 +107,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            if services.presence is not None:
+                await services.presence.aclose()
             await services.broker.disconnect()
             await services.db.dispose()
 

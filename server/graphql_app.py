@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from cross_web import HTTPException
@@ -11,8 +14,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET, UnsetType
 
-from auth.backend import Viewer
+from auth.backend import Viewer, viewer_from_header
+from auth.tokens import InvalidToken
 from resolvers.context import Context, Services
 from server.graphiql import graphiql_html
 
@@ -21,6 +27,12 @@ def graphql_error_response(message: str, status: int, code: str) -> JSONResponse
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
     )
+
+
+async def _close_expired(websocket: WebSocket) -> None:
+    # The socket may be closing already; then there is nothing left to do.
+    with contextlib.suppress(Exception):
+        await websocket.close(code=4403, reason="Access token expired")
 
 
 class ConcordGraphQL(GraphQL[Context, None]):
@@ -32,7 +44,12 @@ class ConcordGraphQL(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                timer = scope.get("state", {}).get("token_timer")
+                if timer is not None:
+                    timer.cancel()
             return
         request = Request(scope=scope, receive=receive)
         try:
@@ -49,6 +66,35 @@ class ConcordGraphQL(GraphQL[Context, None]):
         user = request.scope.get("user")
         viewer = user if isinstance(user, Viewer) else None
         return Context.create(self.services, viewer, request, response)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate the socket from `connection_init`, or the upgrade request's header.
+
+        A missing, invalid or expired token closes the socket with 4403. So does the
+        token's expiry later on, so the client reconnects with a fresh token and resumes
+        with its cursor.
+        """
+        params = context.connection_params or {}
+        header = params.get("authorization") or params.get("Authorization")
+        if header is None:
+            header = context.request.headers.get("authorization")
+        try:
+            viewer = viewer_from_header(
+                self.services.tokens, header if isinstance(header, str) else ""
+            )
+        except InvalidToken as exc:
+            raise ConnectionRejectionError({"reason": "invalid or expired token"}) from exc
+        if viewer is None:
+            raise ConnectionRejectionError({"reason": "authentication required"})
+        context.viewer = viewer
+        context.loaders = context.fresh().loaders
+        websocket: WebSocket = context.request
+        delay = (viewer.expires_at - datetime.now(UTC)).total_seconds()
+        timer = asyncio.get_running_loop().call_later(
+            max(delay, 0.0), lambda: asyncio.ensure_future(_close_expired(websocket))
+        )
+        websocket.scope.setdefault("state", {})["token_timer"] = timer
+        return UNSET
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(graphiql_html(str(request.url.path)))

@@ -6,10 +6,13 @@ import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from models.database import make_engine
+from models.tables import Base
 from server.app import create_app
 from server.settings import Settings
 
@@ -31,7 +34,9 @@ class Api:
         self.client = client
         self.app = app
 
-    async def raw(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> httpx.Response:
+    async def raw(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> httpx.Response:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         body: dict[str, Any] = {"query": query}
         if variables is not None:
@@ -45,7 +50,9 @@ class Api:
         payload: dict[str, Any] = response.json()
         return payload
 
-    async def ok(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+    async def ok(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
         """The `data` of a response that must have no errors."""
         payload = await self(query, variables, token)
         assert "errors" not in payload, payload
@@ -58,11 +65,22 @@ class Api:
             """mutation($i: RegisterInput!) { register(input: $i) {
                  __typename ... on AuthPayload { accessToken refreshToken user { id email } }
                  ... on ValidationError { field message } } }""",
-            {"i": {"email": f"{name}@example.com", "password": "correct horse battery", "displayName": name}},
+            {
+                "i": {
+                    "email": f"{name}@example.com",
+                    "password": "correct horse battery",
+                    "displayName": name,
+                }
+            },
         )
         result = data["register"]
         assert result["__typename"] == "AuthPayload", result
-        return Person(result["user"]["id"], result["user"]["email"], result["accessToken"], result["refreshToken"])
+        return Person(
+            result["user"]["id"],
+            result["user"]["email"],
+            result["accessToken"],
+            result["refreshToken"],
+        )
 
     async def workspace(self, owner: Person, name: str = "Team") -> dict[str, Any]:
         data = await self.ok(
@@ -92,7 +110,9 @@ class Api:
         board: dict[str, Any] = data["createBoard"]["board"]
         return board
 
-    async def card(self, person: Person, board_id: str, title: str = "Card", **fields: Any) -> dict[str, Any]:
+    async def card(
+        self, person: Person, board_id: str, title: str = "Card", **fields: Any
+    ) -> dict[str, Any]:
         data = await self.ok(
             """mutation($i: CreateCardInput!) { createCard(input: $i) {
                  __typename ... on CardPayload { card { id version title description status position } } } }""",
@@ -102,7 +122,9 @@ class Api:
         card: dict[str, Any] = data["createCard"]["card"]
         return card
 
-    async def events(self, person: Person, workspace_id: str, first: int = 100) -> list[dict[str, Any]]:
+    async def events(
+        self, person: Person, workspace_id: str, first: int = 100
+    ) -> list[dict[str, Any]]:
         data = await self.ok(
             """query($w: ID!, $f: Int) { events(workspaceId: $w, first: $f) {
                  nodes { seq type entityType entityId version actor { id }
@@ -112,6 +134,26 @@ class Api:
         )
         events: list[dict[str, Any]] = data["events"]["nodes"]
         return events
+
+
+async def empty_tables(url: str) -> None:
+    engine = make_engine(url, pool=False)
+    try:
+        async with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                await conn.execute(table.delete())
+    finally:
+        await engine.dispose()
+
+
+def settings_for(database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "jwt_secret": "test-secret-that-is-long-enough-for-hs256-0123456789",
+        "CONCORD_DATA_DIR": data_dir,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 @asynccontextmanager

@@ -19,8 +19,7 @@ from sqlalchemy import text
 from models.database import make_engine
 from models.migrate import upgrade
 from models.tables import Base
-from server.settings import Settings
-from tests.api import Api, running_app
+from tests.api import Api, empty_tables, running_app, settings_for
 from tests.services import scratch_postgres_database
 
 BACKENDS = ["sqlite", "postgres"]
@@ -42,14 +41,18 @@ async def _migrate(url: str) -> None:
             # A shared server keeps tables between runs: start from a clean schema.
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.drop_all)
-                await conn.execute(text("IF OBJECT_ID('alembic_version') IS NOT NULL DROP TABLE alembic_version"))
+                await conn.execute(
+                    text("IF OBJECT_ID('alembic_version') IS NOT NULL DROP TABLE alembic_version")
+                )
         await upgrade(engine)
     finally:
         await engine.dispose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'concord.db'}"
         asyncio.run(_migrate(url))
@@ -64,28 +67,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield MSSQL_URL
 
 
-async def empty_tables(url: str) -> None:
-    engine = make_engine(url, pool=False)
-    try:
-        async with engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                await conn.execute(table.delete())
-    finally:
-        await engine.dispose()
-
-
-def test_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "jwt_secret": "test-secret-that-is-long-enough-for-hs256-0123456789",
-        "CONCORD_DATA_DIR": data_dir,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     await empty_tables(database_url)
-    async with running_app(test_settings(database_url, tmp_path)) as client:
+    async with running_app(settings_for(database_url, tmp_path)) as client:
         yield client

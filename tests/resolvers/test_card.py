@@ -55,42 +55,67 @@ async def test_concurrent_updates_with_same_version_one_wins_one_conflicts(api: 
         "description": "first",
     }
     # The loser changed nothing.
-    data = await api.ok("query($id: ID!) { card(id: $id) { title version } }", {"id": card["id"]}, alice.token)
+    data = await api.ok(
+        "query($id: ID!) { card(id: $id) { title version } }", {"id": card["id"]}, alice.token
+    )
     assert data["card"] == {"title": winner["title"], "version": winner["version"]}
 
 
 async def test_merge_applies_disjoint_edit_and_rejects_overlapping_one(api: Api) -> None:
     alice, bob, card = await setup(api)
-    first = await update(api, alice.token, id=card["id"], expectedVersion=card["version"], title="New title")
+    first = await update(
+        api, alice.token, id=card["id"], expectedVersion=card["version"], title="New title"
+    )
     assert first["__typename"] == "CardPayload"
 
     merged = await update(
-        api, bob.token, id=card["id"], expectedVersion=card["version"], description="Bob's notes", onConflict="MERGE"
+        api,
+        bob.token,
+        id=card["id"],
+        expectedVersion=card["version"],
+        description="Bob's notes",
+        onConflict="MERGE",
     )
     assert merged["__typename"] == "CardPayload"
     assert merged["card"]["title"] == "New title"
     assert merged["card"]["description"] == "Bob's notes"
 
     overlapping = await update(
-        api, bob.token, id=card["id"], expectedVersion=card["version"], title="Bob's title", onConflict="MERGE"
+        api,
+        bob.token,
+        id=card["id"],
+        expectedVersion=card["version"],
+        title="Bob's title",
+        onConflict="MERGE",
     )
     assert overlapping["__typename"] == "VersionConflict"
     assert overlapping["changedFields"] == ["title", "description"]
-    data = await api.ok("query($id: ID!) { card(id: $id) { title } }", {"id": card["id"]}, alice.token)
+    data = await api.ok(
+        "query($id: ID!) { card(id: $id) { title } }", {"id": card["id"]}, alice.token
+    )
     assert data["card"]["title"] == "New title"
 
 
 async def test_stale_version_without_merge_conflicts(api: Api) -> None:
     alice, bob, card = await setup(api)
     await update(api, alice.token, id=card["id"], expectedVersion=card["version"], status="DOING")
-    stale = await update(api, bob.token, id=card["id"], expectedVersion=card["version"], description="x")
+    stale = await update(
+        api, bob.token, id=card["id"], expectedVersion=card["version"], description="x"
+    )
     assert stale["__typename"] == "VersionConflict"
     assert stale["changedFields"] == ["status"]
 
 
 async def test_update_records_event_with_old_and_new_values(api: Api) -> None:
     alice, bob, card = await setup(api)
-    result = await update(api, bob.token, id=card["id"], expectedVersion=card["version"], title="Final", assigneeId=bob.id)
+    result = await update(
+        api,
+        bob.token,
+        id=card["id"],
+        expectedVersion=card["version"],
+        title="Final",
+        assigneeId=bob.id,
+    )
     assert result["__typename"] == "CardPayload"
     assert result["card"]["assignee"] == {"id": bob.id}
     data = await api.ok(
@@ -112,22 +137,34 @@ async def test_update_records_event_with_old_and_new_values(api: Api) -> None:
 
 async def test_unassign_with_explicit_null(api: Api) -> None:
     alice, bob, card = await setup(api)
-    assigned = await update(api, alice.token, id=card["id"], expectedVersion=card["version"], assigneeId=bob.id)
+    assigned = await update(
+        api, alice.token, id=card["id"], expectedVersion=card["version"], assigneeId=bob.id
+    )
     cleared = await update(
-        api, alice.token, id=card["id"], expectedVersion=assigned["card"]["version"], assigneeId=None
+        api,
+        alice.token,
+        id=card["id"],
+        expectedVersion=assigned["card"]["version"],
+        assigneeId=None,
     )
     assert cleared["__typename"] == "CardPayload"
     assert cleared["card"]["assignee"] is None
 
 
-async def test_garbage_version_is_validation_error_and_no_fields_is_validation_error(api: Api) -> None:
+async def test_garbage_version_is_validation_error_and_no_fields_is_validation_error(
+    api: Api,
+) -> None:
     alice, _, card = await setup(api)
-    garbage = await update(api, alice.token, id=card["id"], expectedVersion="not-a-version", title="x")
+    garbage = await update(
+        api, alice.token, id=card["id"], expectedVersion="not-a-version", title="x"
+    )
     assert garbage["__typename"] == "ValidationError"
     assert garbage["field"] == "expectedVersion"
     nothing = await update(api, alice.token, id=card["id"], expectedVersion=card["version"])
     assert nothing["__typename"] == "ValidationError"
     unknown = await update(api, alice.token, id=card["id"], expectedVersion="999999", title="x")
     assert unknown["__typename"] == "VersionConflict"
-    data = await api.ok("query($id: ID!) { card(id: $id) { title version } }", {"id": card["id"]}, alice.token)
+    data = await api.ok(
+        "query($id: ID!) { card(id: $id) { title version } }", {"id": card["id"]}, alice.token
+    )
     assert data["card"] == {"title": "Draft", "version": card["version"]}

@@ -1,0 +1,60 @@
+"""Who is looking at a board: the use case behind the `presence` subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from models import board as board_repo
+from models import workspace as workspace_repo
+from resolvers import validation
+from resolvers.context import Context
+from resolvers.errors import NotFoundError
+from subscriptions.fanout import MessagesMayBeLost
+from subscriptions.presence import PresenceStore, Viewer, presence_channel
+
+# Presence is state, not a log: a burst of arrivals needs only the latest answer.
+QUEUE_SIZE = 64
+
+
+async def _heartbeat(store: PresenceStore, board: str, user: str, connection: str) -> None:
+    while True:
+        await asyncio.sleep(store.heartbeat_interval)
+        await store.heartbeat(board, user, connection)
+
+
+async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[Viewer]]:
+    """The board's viewers now, then again whenever someone arrives or leaves."""
+    user_id = ctx.user_id()
+    board = validation.entity_id(board_id, "boardId")
+    async with ctx.services.db.reader() as session:
+        found = await board_repo.board_by_id(session, board)
+        if (
+            found is None
+            or await workspace_repo.membership(session, found.workspace_id, user_id) is None
+        ):
+            raise NotFoundError("Board not found.")
+    store = ctx.services.presence
+    assert store is not None, "the app always provides a presence store"
+    key, user, connection = str(board), str(user_id), uuid.uuid4().hex
+    async with ctx.services.broker.subscribe(presence_channel(key), queue_size=QUEUE_SIZE) as sub:
+        await store.join(key, user, connection)
+        beat = asyncio.create_task(_heartbeat(store, key, user, connection))
+        try:
+            yield await store.present(key)
+            messages = sub.__aiter__()
+            while True:
+                try:
+                    await messages.__anext__()
+                except MessagesMayBeLost:
+                    pass
+                except StopAsyncIteration:
+                    return
+                yield await store.present(key)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            await store.leave(key, connection)

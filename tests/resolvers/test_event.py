@@ -1,0 +1,108 @@
+"""The event log: gapless per-workspace sequence numbers, paging, what each change records."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.api import Api
+
+CREATE_CARD = """mutation($i: CreateCardInput!) { createCard(input: $i) { __typename } }"""
+
+
+async def test_concurrent_creates_get_seq_exactly_one_to_n(api: Api) -> None:
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    before = len(await api.events(alice, ws["id"]))
+
+    results = await asyncio.gather(
+        *(
+            api.ok(CREATE_CARD, {"i": {"boardId": board["id"], "title": f"card {n}"}}, alice.token)
+            for n in range(20)
+        )
+    )
+    assert all(r["createCard"]["__typename"] == "CardPayload" for r in results)
+
+    events = await api.events(alice, ws["id"])
+    assert [e["seq"] for e in events] == list(range(1, before + 21))
+    created = [e for e in events if e["type"] == "card.created"]
+    assert len(created) == 20
+    assert len({e["entityId"] for e in created}) == 20
+
+
+async def test_every_change_is_recorded_with_actor_and_fields(api: Api) -> None:
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    ws = await api.workspace(alice, "Launch")
+    await api.add_member(alice, ws["id"], bob, "EDITOR")
+    board = await api.board(bob, ws["id"], "Plan")
+    card = await api.card(bob, board["id"], "Write docs")
+
+    events = await api.events(alice, ws["id"])
+    assert [(e["seq"], e["type"], e["entityType"]) for e in events] == [
+        (1, "workspace.created", "Workspace"),
+        (2, "member.added", "Membership"),
+        (3, "member.added", "Membership"),
+        (4, "board.created", "Board"),
+        (5, "card.created", "Card"),
+    ]
+    assert events[0]["changes"] == [{"field": "name", "oldValue": None, "newValue": "Launch"}]
+    assert events[0]["actor"] == {"id": alice.id}
+    assert {"field": "role", "oldValue": None, "newValue": "EDITOR"} in events[2]["changes"]
+    assert {"field": "user", "oldValue": None, "newValue": bob.id} in events[2]["changes"]
+    assert events[3]["actor"] == {"id": bob.id}
+    assert events[4]["entityId"] == card["id"]
+    assert events[4]["version"] == card["version"]
+    fields = {c["field"]: c["newValue"] for c in events[4]["changes"]}
+    assert fields["title"] == "Write docs"
+    assert fields["board"] == board["id"]
+    assert fields["status"] == "TODO"
+
+
+async def test_events_page_with_cursors(api: Api) -> None:
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    for n in range(5):
+        await api.card(alice, board["id"], f"c{n}")
+    query = """query($w: ID!, $a: String) { events(workspaceId: $w, first: 3, after: $a) {
+        edges { cursor node { seq } } pageInfo { hasNextPage endCursor } } }"""
+    seen: list[int] = []
+    after = None
+    pages = 0
+    while True:
+        data = await api.ok(query, {"w": ws["id"], "a": after}, alice.token)
+        page = data["events"]
+        seen += [edge["node"]["seq"] for edge in page["edges"]]
+        pages += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+        assert after == page["edges"][-1]["cursor"]
+    assert seen == list(range(1, 9))
+    assert pages == 3
+
+
+async def test_deleting_a_board_records_one_event_and_removes_its_cards(api: Api) -> None:
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    card = await api.card(alice, board["id"])
+    data = await api.ok(
+        """mutation($i: DeleteBoardInput!) { deleteBoard(input: $i) { __typename ... on DeletePayload { id } } }""",
+        {"i": {"id": board["id"], "expectedVersion": board["version"]}},
+        alice.token,
+    )
+    assert data["deleteBoard"] == {"__typename": "DeletePayload", "id": board["id"]}
+    assert (
+        await api.ok("query($id: ID!) { card(id: $id) { id } }", {"id": card["id"]}, alice.token)
+    )["card"] is None
+    events = await api.events(alice, ws["id"])
+    assert events[-1]["type"] == "board.deleted"
+    # The card's history outlives the card.
+    history = await api.ok(
+        "query($id: ID!) { cardHistory(cardId: $id) { nodes { type } } }",
+        {"id": card["id"]},
+        alice.token,
+    )
+    assert [e["type"] for e in history["cardHistory"]["nodes"]] == ["card.created"]

@@ -1,0 +1,78 @@
+"""Reads batch through DataLoaders: a nested query's statement count does not grow with rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.api import Api, Person
+
+NESTED = """query($id: ID!) { workspace(id: $id) {
+  name members { role user { displayName } }
+  boards(first: 100) { nodes { name
+    cards(first: 100) { nodes { title assignee { email }
+      comments(first: 100) { nodes { body author { displayName } } } } } } } } }"""
+
+
+async def populate(
+    api: Api, owner: Person, helper: Person, boards: int, cards: int, comments: int
+) -> str:
+    ws = await api.workspace(owner)
+    await api.add_member(owner, ws["id"], helper, "EDITOR")
+    for b in range(boards):
+        board = await api.board(owner, ws["id"], f"board {b}")
+        for c in range(cards):
+            card = await api.card(
+                owner, board["id"], f"card {c}", assigneeId=helper.id if c % 2 else owner.id
+            )
+            for n in range(comments):
+                author = helper if n % 2 else owner
+                await api.ok(
+                    "mutation($i: AddCommentInput!) { addComment(input: $i) { __typename } }",
+                    {"i": {"cardId": card["id"], "body": f"comment {n}"}},
+                    author.token,
+                )
+    return str(ws["id"])
+
+
+async def count_statements(
+    api: Api, person: Person, workspace_id: str
+) -> tuple[int, dict[str, Any]]:
+    engine = api.app.state.services.db.read_engine.sync_engine
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # SQLite's explicit BEGIN is transaction control, not a query.
+        if not statement.startswith("BEGIN"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        data = await api.ok(NESTED, {"id": workspace_id}, person.token)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return len(statements), data
+
+
+async def test_nested_query_statement_count_does_not_grow_with_rows(api: Api) -> None:
+    owner = await api.register("owner")
+    helper = await api.register("helper")
+    small = await populate(api, owner, helper, boards=1, cards=2, comments=1)
+    large = await populate(api, owner, helper, boards=4, cards=5, comments=3)
+
+    small_count, small_data = await count_statements(api, owner, small)
+    large_count, large_data = await count_statements(api, owner, large)
+
+    boards = large_data["workspace"]["boards"]["nodes"]
+    assert len(boards) == 4
+    assert all(len(b["cards"]["nodes"]) == 5 for b in boards)
+    assert all(len(c["comments"]["nodes"]) == 3 for b in boards for c in b["cards"]["nodes"])
+    assert {c["assignee"]["email"] for b in boards for c in b["cards"]["nodes"]} == {
+        owner.email,
+        helper.email,
+    }
+    assert len(small_data["workspace"]["boards"]["nodes"]) == 1
+    # role, workspace, members, boards, cards, comments, users (assignees + authors + members)
+    assert small_count == large_count
+    assert large_count <= 9

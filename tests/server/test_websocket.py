@@ -1,0 +1,100 @@
+"""workspaceEvents over a real WebSocket: order, resume, close codes, token expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.api import empty_tables, settings_for
+from tests.live import EVENTS, LiveServer, live_server, socket
+
+CREATE_CARD = "mutation($i: CreateCardInput!) { createCard(input: $i) { __typename } }"
+
+
+@pytest.fixture
+async def server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
+    await empty_tables(database_url)
+    async with live_server(settings_for(database_url, tmp_path)) as live:
+        yield live
+
+
+async def test_live_events_arrive_in_order_and_resume_after_reconnect(server: LiveServer) -> None:
+    api = server.api
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+
+    async with socket(server.ws_url) as s:
+        assert (await s.init(alice.token))["type"] == "connection_ack"
+        await s.subscribe("1", EVENTS, {"w": ws["id"], "a": None})
+        await asyncio.sleep(0.2)  # the subscription is registered before the writes
+        for n in range(20):
+            await api.ok(
+                CREATE_CARD, {"i": {"boardId": board["id"], "title": f"live {n}"}}, alice.token
+            )
+        received = [(await s.next_data("1"))["workspaceEvents"] for _ in range(20)]
+    first_live = received[0]["seq"]
+    assert [e["seq"] for e in received] == list(range(first_live, first_live + 20))
+    assert [
+        e["changes"][0]["newValue"] for e in received if e["changes"][0]["field"] == "title"
+    ] == [f"live {n}" for n in range(20)]
+    assert all(e["actor"] == {"id": alice.id} for e in received)
+    cursor = received[-1]["cursor"]
+
+    # Disconnected: 30 writes happen; reconnecting with the last cursor gets exactly those.
+    for n in range(30):
+        await api.ok(
+            CREATE_CARD, {"i": {"boardId": board["id"], "title": f"missed {n}"}}, alice.token
+        )
+    async with socket(server.ws_url) as s:
+        await s.init(alice.token)
+        await s.subscribe("2", EVENTS, {"w": ws["id"], "a": cursor})
+        missed = [(await s.next_data("2"))["workspaceEvents"] for _ in range(30)]
+        assert [e["seq"] for e in missed] == list(range(first_live + 20, first_live + 50))
+        await api.ok(CREATE_CARD, {"i": {"boardId": board["id"], "title": "after"}}, alice.token)
+        after = (await s.next_data("2"))["workspaceEvents"]
+        assert after["seq"] == first_live + 50
+        with pytest.raises(TimeoutError):
+            await s.receive(timeout=0.3)
+
+
+async def test_close_codes(server: LiveServer) -> None:
+    alice = await server.api.register("alice")
+    async with socket(server.ws_url) as s:
+        await s.send_init("not-a-token")
+        assert await s.closed_with() == 4403
+    async with socket(server.ws_url) as s:
+        await s.send_init(None)
+        assert await s.closed_with() == 4403
+    async with socket(server.ws_url) as s:
+        await s.subscribe("1", EVENTS, {"w": "x"})
+        assert await s.closed_with() == 4401
+    async with socket(server.ws_url) as s:
+        await s.init(alice.token)
+        await s.send({"type": "connection_init", "payload": {}})
+        assert await s.closed_with() == 4429
+    async with socket(server.ws_url) as s:
+        ws = await server.api.workspace(alice)
+        await s.init(alice.token)
+        await s.subscribe("dup", EVENTS, {"w": ws["id"]})
+        await s.subscribe("dup", EVENTS, {"w": ws["id"]})
+        assert await s.closed_with() == 4409
+    # The token may come in the upgrade request's Authorization header instead.
+    async with socket(server.ws_url, {"Authorization": f"Bearer {alice.token}"}) as s:
+        assert (await s.init(None))["type"] == "connection_ack"
+
+
+async def test_non_member_gets_an_error_and_no_event(server: LiveServer) -> None:
+    alice = await server.api.register("alice")
+    mallory = await server.api.register("mallory")
+    ws = await server.api.workspace(alice)
+    async with socket(server.ws_url) as s:
+        await s.init(mallory.token)
+        await s.subscribe("1", EVENTS, {"w": ws["id"]})
+        message = await s.receive()
+        assert message["type"] in {"error", "next"}
+        errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "NOT_FOUND"

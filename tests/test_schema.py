@@ -1,0 +1,34 @@
+"""The served schema: committed as schema.graphql, and compatible with the client contract."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from graphql import build_schema as parse_sdl
+from graphql import find_breaking_changes
+
+from schema import build_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACT = ROOT.parent / "shared" / "contract.graphql"
+COMMITTED = ROOT / "schema.graphql"
+
+
+def served_sdl() -> str:
+    return build_schema().as_str() + "\n"
+
+
+def test_committed_schema_is_up_to_date() -> None:
+    """Regenerate with `concord export-schema > schema.graphql` (or UPDATE_SCHEMA=1)."""
+    if os.environ.get("UPDATE_SCHEMA") == "1":
+        COMMITTED.write_text(served_sdl())
+    assert COMMITTED.read_text() == served_sdl(), (
+        "schema.graphql is out of date: run `concord export-schema > schema.graphql`"
+    )
+
+
+def test_no_breaking_change_against_the_contract() -> None:
+    contract = parse_sdl(CONTRACT.read_text())
+    changes = find_breaking_changes(contract, build_schema()._schema)
+    assert [c.description for c in changes] == []
