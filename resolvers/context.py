@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from auth.backend import Viewer
 from auth.tokens import TokenConfig
 from models.database import Database
@@ -39,12 +41,25 @@ class Context:
     # The graphql-transport-ws connection_init payload (set by Strawberry on WebSockets).
     connection_params: dict[str, Any] | None = None
 
+    # Where this request reads (the replica, or the primary to see the caller's writes).
+    reader: async_sessionmaker[AsyncSession] | None = None
+
     @classmethod
     def create(
-        cls, services: Services, viewer: Viewer | None, request: Any = None, response: Any = None
+        cls,
+        services: Services,
+        viewer: Viewer | None,
+        request: Any = None,
+        response: Any = None,
+        reader: async_sessionmaker[AsyncSession] | None = None,
     ) -> Context:
-        loaders = Loaders(services.db, viewer.user_id if viewer else None)
-        return cls(services, viewer, loaders, request, response)
+        reads = reader or services.db.reader
+        loaders = Loaders(reads, viewer.user_id if viewer else None)
+        return cls(services, viewer, loaders, request, response, reader=reads)
+
+    def reads(self) -> AsyncSession:
+        """A session for this request's reads."""
+        return (self.reader or self.services.db.reader)()
 
     def user_id(self) -> uuid.UUID:
         """The caller's id; Unauthenticated for anonymous callers."""
@@ -54,4 +69,4 @@ class Context:
 
     def fresh(self) -> Context:
         """The same caller with new loaders (a subscription resolves each event afresh)."""
-        return Context.create(self.services, self.viewer, self.request, self.response)
+        return Context.create(self.services, self.viewer, self.request, self.response, self.reader)

@@ -40,7 +40,7 @@ async def events(
     first = validation.page_size(first, default=100)
     start = after_seq(after)
     await require_reader(ctx, ws)
-    async with ctx.services.db.reader() as session:
+    async with ctx.reads() as session:
         rows = await event_store.list_events(session, ws, start, first + 1)
     return page_of(rows, first, CURSOR, lambda e: (e.seq,))
 
@@ -53,7 +53,7 @@ async def card_history(
     card = validation.entity_id(card_id, "cardId")
     first = validation.page_size(first, default=100)
     start = after_seq(after)
-    async with ctx.services.db.reader() as session:
+    async with ctx.reads() as session:
         rows = await event_store.list_entity_events(session, card, start, first + 1)
     if not rows and start == 0:
         raise NotFoundError("Card not found.")

@@ -125,7 +125,7 @@ class SharedEvents:
             return existing
         # Fresh loaders per event: references resolve as they are now, batched across
         # every subscriber that renders this event.
-        event.loaders = Loaders(self.services.db, None)
+        event.loaders = Loaders(self.services.db.reader, None)
         self._events[key] = event
         if len(self._events) > self.kept:
             self._events.popitem(last=False)
@@ -148,7 +148,7 @@ def _removes(event: SharedEvent, user_id: uuid.UUID) -> bool:
 
 
 async def _read_log(services: Services, workspace_id: uuid.UUID, after: int) -> Sequence[Any]:
-    async with services.db.reader() as session:
+    async with services.db.primary_reader() as session:
         return await event_store.list_events(session, workspace_id, after, BACKFILL_PAGE)
 
 
@@ -156,7 +156,7 @@ async def _start(
     ctx: Context, workspace_id: uuid.UUID, user_id: uuid.UUID, after: str | None
 ) -> int:
     """The seq after which to deliver; raises when the caller may not or cannot resume."""
-    async with ctx.services.db.reader() as session:
+    async with ctx.services.db.primary_reader() as session:
         if await workspace_repo.membership(session, workspace_id, user_id) is None:
             raise NotFoundError("Workspace not found.")
         last = await event_store.last_seq(session, workspace_id)

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strawberry.dataloader import DataLoader
 
 from models import board as board_repo
@@ -21,7 +21,6 @@ from models import card as card_repo
 from models import comment as comment_repo
 from models import user as user_repo
 from models import workspace as workspace_repo
-from models.database import Database
 from models.tables import Board, Card, Comment, Membership, User, Workspace
 
 K = TypeVar("K", bound=Hashable)
@@ -30,13 +29,15 @@ V = TypeVar("V")
 # (parent id, first, sort key after which to start or None)
 PageKey = tuple[uuid.UUID, int, tuple[Any, ...] | None]
 PageRows = list[Any]
+Sessions = async_sessionmaker[AsyncSession]
 
 
 def _by_id(
-    db: Database, fetch: Callable[[AsyncSession, Sequence[uuid.UUID]], Awaitable[Sequence[Any]]]
+    sessions: Sessions,
+    fetch: Callable[[AsyncSession, Sequence[uuid.UUID]], Awaitable[Sequence[Any]]],
 ) -> DataLoader[uuid.UUID, Any]:
     async def load(ids: list[uuid.UUID]) -> list[Any]:
-        async with db.reader() as session:
+        async with sessions() as session:
             rows = {row.id: row for row in await fetch(session, ids)}
         return [rows.get(i) for i in ids]
 
@@ -44,7 +45,7 @@ def _by_id(
 
 
 def _paged(
-    db: Database,
+    sessions: Sessions,
     fetch: Callable[
         [AsyncSession, Sequence[uuid.UUID], Any, int], Awaitable[dict[uuid.UUID, list[Any]]]
     ],
@@ -56,7 +57,7 @@ def _paged(
         for parent, first, after in keys:
             groups[(first, after)].append(parent)
         found: dict[PageKey, PageRows] = {}
-        async with db.reader() as session:
+        async with sessions() as session:
             for (first, after), parents in groups.items():
                 pages = await fetch(session, parents, after, first)
                 for parent in parents:
@@ -67,25 +68,31 @@ def _paged(
 
 
 class Loaders:
-    """All loaders of one request. `viewer_id` scopes the role loader to the caller."""
+    """All loaders of one request, reading through `sessions`; `viewer_id` scopes roles."""
 
-    def __init__(self, db: Database, viewer_id: uuid.UUID | None) -> None:
-        self.user_by_id: DataLoader[uuid.UUID, User | None] = _by_id(db, user_repo.users_by_ids)
+    def __init__(self, sessions: Sessions, viewer_id: uuid.UUID | None) -> None:
+        self.user_by_id: DataLoader[uuid.UUID, User | None] = _by_id(
+            sessions, user_repo.users_by_ids
+        )
         self.workspace_by_id: DataLoader[uuid.UUID, Workspace | None] = _by_id(
-            db, workspace_repo.workspaces_by_ids
+            sessions, workspace_repo.workspaces_by_ids
         )
-        self.board_by_id: DataLoader[uuid.UUID, Board | None] = _by_id(db, board_repo.boards_by_ids)
-        self.card_by_id: DataLoader[uuid.UUID, Card | None] = _by_id(db, card_repo.cards_by_ids)
+        self.board_by_id: DataLoader[uuid.UUID, Board | None] = _by_id(
+            sessions, board_repo.boards_by_ids
+        )
+        self.card_by_id: DataLoader[uuid.UUID, Card | None] = _by_id(
+            sessions, card_repo.cards_by_ids
+        )
         self.comment_by_id: DataLoader[uuid.UUID, Comment | None] = _by_id(
-            db, comment_repo.comments_by_ids
+            sessions, comment_repo.comments_by_ids
         )
-        self.boards_by_workspace = _paged(db, board_repo.boards_by_workspaces)
-        self.cards_by_board = _paged(db, card_repo.cards_by_boards)
-        self.comments_by_card = _paged(db, comment_repo.comments_by_cards)
+        self.boards_by_workspace = _paged(sessions, board_repo.boards_by_workspaces)
+        self.cards_by_board = _paged(sessions, card_repo.cards_by_boards)
+        self.comments_by_card = _paged(sessions, comment_repo.comments_by_cards)
 
         async def members(ids: list[uuid.UUID]) -> list[list[Membership]]:
             grouped: dict[uuid.UUID, list[Membership]] = defaultdict(list)
-            async with db.reader() as session:
+            async with sessions() as session:
                 for row in await workspace_repo.memberships_by_workspaces(session, ids):
                     grouped[row.workspace_id].append(row)
             return [grouped[i] for i in ids]
@@ -97,7 +104,7 @@ class Loaders:
         async def roles(ids: list[uuid.UUID]) -> list[str | None]:
             if viewer_id is None:
                 return [None for _ in ids]
-            async with db.reader() as session:
+            async with sessions() as session:
                 rows = await workspace_repo.memberships_of_user(session, viewer_id, ids)
             by_workspace = {row.workspace_id: row.role for row in rows}
             return [by_workspace.get(i) for i in ids]

@@ -29,7 +29,7 @@ async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[View
     """The board's viewers now, then again whenever someone arrives or leaves."""
     user_id = ctx.user_id()
     board = validation.entity_id(board_id, "boardId")
-    async with ctx.services.db.reader() as session:
+    async with ctx.reads() as session:
         found = await board_repo.board_by_id(session, board)
         if (
             found is None

@@ -19,6 +19,7 @@ from models import event as event_store
 from models.tables import Event
 from models.transaction import run_in_transaction
 from resolvers.context import Context
+from resolvers.reads import SEEN_HEADER, format_seen
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -93,7 +94,10 @@ async def write(ctx: Context, work: Callable[[AsyncSession, Recorder], Awaitable
         return await work(session, recorder)
 
     result = await run_in_transaction(ctx.services.db.writer, attempt)
-    for event in recorders[0].events:
+    events = recorders[0].events
+    if events:
+        _remember_seen(ctx, events)
+    for event in events:
         try:
             await ctx.services.broker.publish(
                 workspace_channel(event.workspace_id), event_message(event)
@@ -102,6 +106,18 @@ async def write(ctx: Context, work: Callable[[AsyncSession, Recorder], Awaitable
             # The event is committed; subscribers will find it in the log.
             log.warning("publishing event failed", exc_info=True, extra={"seq": event.seq})
     return result
+
+
+def _remember_seen(ctx: Context, events: list[Event]) -> None:
+    """Tell the client (and this request's later reads) the log position it has written."""
+    seen = {event.workspace_id: event.seq for event in events}
+    # Over HTTP the response is a separate object with writable headers; a WebSocket is
+    # both request and response, and has no headers to add once open.
+    if ctx.response is not None and ctx.response is not ctx.request:
+        ctx.response.headers[SEEN_HEADER] = format_seen(seen)
+    # Reads later in this request (the payload) must see the write: use the primary.
+    ctx.reader = ctx.services.db.primary_reader
+    ctx.loaders = ctx.fresh().loaders
 
 
 def change(field: str, old: Any, new: Any) -> dict[str, Any]:

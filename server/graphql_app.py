@@ -20,6 +20,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from auth.backend import Viewer, viewer_from_header
 from auth.tokens import InvalidToken
 from resolvers.context import Context, Services
+from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from server.graphiql import graphiql_html
 
 
@@ -65,7 +66,9 @@ class ConcordGraphQL(GraphQL[Context, None]):
     ) -> Context:
         user = request.scope.get("user")
         viewer = user if isinstance(user, Viewer) else None
-        return Context.create(self.services, viewer, request, response)
+        seen = parse_seen(request.headers.get(SEEN_HEADER))
+        reader = await reader_for(self.services.db, seen)
+        return Context.create(self.services, viewer, request, response, reader)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate the socket from `connection_init`, or the upgrade request's header.
