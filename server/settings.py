@@ -43,7 +43,6 @@ class Settings(BaseSettings):
 
     ws_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
     subscriber_queue_size: int = Field(default=1000, ge=1)
-    event_retention: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
     debug: bool = False

@@ -1,0 +1,58 @@
+"""The HTTP surface around GraphQL: health, readiness, metrics, GraphiQL, error masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.api import Api, running_app, settings_for
+from tests.services import free_port
+
+
+async def test_health_ready_and_metrics(api: Api) -> None:
+    health = await api.client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    await api("{ __typename }")
+    metrics = await api.client.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'concord_http_requests_total{method="POST",path="/graphql",status="200"}' in metrics.text
+
+
+async def test_graphiql_is_served_from_concord(api: Api) -> None:
+    page = await api.client.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code == 200
+    assert "/graphiql-static/" in page.text
+    assert "https://" not in page.text
+
+
+async def test_unreachable_database_is_masked_and_not_ready(tmp_path: Path) -> None:
+    # Nothing listens on this port: every query fails inside the driver.
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
+    async with running_app(settings_for(url, tmp_path)) as api:
+        person_query = 'mutation { login(input: {email: "a@example.com", password: "whatever12345"}) { __typename } }'
+        response = await api.raw(person_query)
+        assert response.status_code == 200
+        error = response.json()["errors"][0]
+        assert error["message"] == "Unexpected error."
+        assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR"}
+        assert "asyncpg" not in response.text
+        assert "Traceback" not in response.text
+        ready = await api.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "unavailable"
+
+
+async def test_limits_refuse_deep_and_aliased_queries(api: Api) -> None:
+    deep = "{ me { id } " + "".join(f"a{n}: me {{ id }} " for n in range(40)) + "}"
+    aliased = await api(deep)
+    assert aliased["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    inner = "id"
+    for _ in range(6):
+        inner = f"boards {{ nodes {{ workspace {{ {inner} }} }} }}"
+    nested = f"query {{ workspaces {{ nodes {{ {inner} }} }} }}"
+    too_deep = await api(nested)
+    assert too_deep["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "depth" in too_deep["errors"][0]["message"]
