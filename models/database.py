@@ -26,11 +26,12 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 
-def _sqlite_engine(url: URL, *, writer: bool) -> AsyncEngine:
+def _sqlite_engine(url: URL, *, writer: bool, busy_timeout: float) -> AsyncEngine:
     database = url.database or ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout})
+    busy_ms = round(busy_timeout * 1000)
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -40,7 +41,7 @@ def _sqlite_engine(url: URL, *, writer: bool) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -50,12 +51,21 @@ def _sqlite_engine(url: URL, *, writer: bool) -> AsyncEngine:
     return engine
 
 
-def make_engine(url: str | URL, *, writer: bool = True, pool: bool = True) -> AsyncEngine:
-    """An engine for `url`, configured for its dialect."""
+def make_engine(
+    url: str | URL, *, writer: bool = True, pool: bool = True, busy_timeout: float = 30.0
+) -> AsyncEngine:
+    """An engine for `url`, configured for its dialect.
+
+    `busy_timeout` (SQLite only): seconds a writer waits for another connection's write lock
+    before failing with "database is locked" (a transient error, retried by
+    `run_in_transaction`).
+    """
+    if busy_timeout < 0:
+        raise ValueError("busy_timeout must not be negative")
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed, writer=writer)
+        return _sqlite_engine(parsed, writer=writer, busy_timeout=busy_timeout)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if not pool:
         kwargs = {"poolclass": NullPool}
@@ -79,6 +89,13 @@ class Database:
         self.has_replica = bool(read_url and read_url != write_url)
         self.writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self.reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # Reads that must see every commit (the event log behind live streams, reads right
+        # after the caller's own write): the primary, without SQLite's write lock.
+        self.primary_reader = (
+            async_sessionmaker(self.write_engine, expire_on_commit=False)
+            if self.has_replica
+            else self.reader
+        )
 
     @property
     def dialect(self) -> str:

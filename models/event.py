@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, Update, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from models.database import session_dialect
 from models.tables import Event, EventStream
@@ -17,23 +18,75 @@ async def create_stream(session: AsyncSession, workspace_id: uuid.UUID) -> None:
     await session.execute(insert(EventStream).values(workspace_id=workspace_id, last_seq=0))
 
 
+def bump_seq_stmt(workspace_id: uuid.UUID, dialect: str) -> Update:
+    """UPDATE event_streams SET last_seq = last_seq + 1 for one workspace.
+
+    RETURNING the new value on PostgreSQL and SQLite. Not on SQL Server: there `OUTPUT
+    inserted.last_seq` returned a stale value after a lock wait on SQL Server-compatible
+    engines (Babelfish), so the value is read back by `read_seq_stmt` instead. No session
+    synchronisation: nothing may be added to the statement to refresh loaded objects.
+    """
+    bump = (
+        update(EventStream)
+        .where(EventStream.workspace_id == workspace_id)
+        .values(last_seq=EventStream.last_seq + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if dialect == "mssql":
+        return bump
+    return bump.returning(EventStream.last_seq)
+
+
+def read_seq_stmt(workspace_id: uuid.UUID) -> Select[int]:
+    """The workspace's counter; after `bump_seq_stmt` in the same transaction, our own value.
+
+    A transaction always reads its own writes (also under READ_COMMITTED_SNAPSHOT), and the
+    UPDATE's exclusive row lock, held to commit, keeps everyone else from changing it.
+    """
+    return select(EventStream.last_seq).where(EventStream.workspace_id == workspace_id)
+
+
 async def next_seq(session: AsyncSession, workspace_id: uuid.UUID) -> int:
     """Take the workspace's next sequence number; its row lock is held until commit.
 
     SQL Server reads the counter back with a SELECT after the UPDATE: `OUTPUT inserted`
     after a lock wait returned a stale value on SQL Server-compatible engines.
     """
-    bump = (
-        update(EventStream)
-        .where(EventStream.workspace_id == workspace_id)
-        .values(last_seq=EventStream.last_seq + 1)
-    )
-    if session_dialect(session) == "mssql":
+    dialect = session_dialect(session)
+    bump = bump_seq_stmt(workspace_id, dialect)
+    if dialect == "mssql":
         await session.execute(bump)
-        read = select(EventStream.last_seq).where(EventStream.workspace_id == workspace_id)
-        return int((await session.execute(read)).scalar_one())
-    seq = (await session.execute(bump.returning(EventStream.last_seq))).scalar_one()
+        return int((await session.execute(read_seq_stmt(workspace_id))).scalar_one())
+    seq = (await session.execute(bump)).scalar_one()
     return int(seq)
+
+
+def append_stmt(
+    *,
+    workspace_id: uuid.UUID,
+    seq: int,
+    type: str,
+    entity_type: str,
+    entity_id: uuid.UUID,
+    entity_version: str | None,
+    actor_id: uuid.UUID | None,
+    changes: list[dict[str, Any]],
+) -> ReturningInsert[Event]:
+    """INSERT one event, returning the stored row (OUTPUT inserted.* on SQL Server)."""
+    return (
+        insert(Event)
+        .values(
+            workspace_id=workspace_id,
+            seq=seq,
+            type=type,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            entity_version=entity_version,
+            actor_id=actor_id,
+            changes=changes,
+        )
+        .returning(Event)
+    )
 
 
 async def append(
@@ -48,19 +101,15 @@ async def append(
     actor_id: uuid.UUID | None,
     changes: list[dict[str, Any]],
 ) -> Event:
-    stmt = (
-        insert(Event)
-        .values(
-            workspace_id=workspace_id,
-            seq=seq,
-            type=type,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            entity_version=entity_version,
-            actor_id=actor_id,
-            changes=changes,
-        )
-        .returning(Event)
+    stmt = append_stmt(
+        workspace_id=workspace_id,
+        seq=seq,
+        type=type,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        entity_version=entity_version,
+        actor_id=actor_id,
+        changes=changes,
     )
     return (await session.execute(stmt)).scalar_one()
 

@@ -20,6 +20,10 @@ from models.base import Base
 
 M = TypeVar("M", bound=Base)
 
+# SQL Server accepts at most 2100 parameters per request; an IN list of ids is chunked well
+# below that, leaving room for the statement's other parameters.
+MAX_IDS_PER_STATEMENT = 1000
+
 
 def after_key(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
     """(c1, c2, …) > (v1, v2, …), spelled out: SQL Server has no row-value comparison."""
@@ -28,6 +32,29 @@ def after_key(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bo
         equal = [columns[j] == values[j] for j in range(i)]
         clauses.append(and_(*equal, column > values[i]))
     return or_(*clauses)
+
+
+def page_per_parent_stmt(
+    model: type[M],
+    parent: InstrumentedAttribute[Any],
+    parent_ids: Sequence[Any],
+    order: Sequence[InstrumentedAttribute[Any]],
+    after: Sequence[Any] | None,
+    limit: int,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> Select[M]:
+    """The statement behind `page_per_parent`: ranked per parent in a subquery, then cut."""
+    if limit < 0:
+        raise ValueError("limit must not be negative")
+    conditions = [parent.in_(parent_ids), *where]
+    if after is not None:
+        conditions.append(after_key(order, after))
+    rank = func.row_number().over(partition_by=parent, order_by=list(order)).label("rank")
+    ranked = select(model, rank).where(*conditions).subquery()
+    row = aliased(model, ranked)
+    return (
+        select(row).where(ranked.c.rank <= limit + 1).order_by(ranked.c[parent.key], ranked.c.rank)
+    )
 
 
 async def page_per_parent(
@@ -40,17 +67,16 @@ async def page_per_parent(
     limit: int,
     where: Sequence[ColumnElement[bool]] = (),
 ) -> dict[Any, list[M]]:
-    """Up to `limit + 1` rows of `model` per parent id, ordered by `order`, after `after`."""
-    conditions = [parent.in_(parent_ids), *where]
-    if after is not None:
-        conditions.append(after_key(order, after))
-    rank = func.row_number().over(partition_by=parent, order_by=list(order)).label("rank")
-    ranked = select(model, rank).where(*conditions).subquery()
-    row = aliased(model, ranked)
-    stmt: Select[Any] = (
-        select(row).where(ranked.c.rank <= limit + 1).order_by(ranked.c[parent.key], ranked.c.rank)
-    )
+    """Up to `limit + 1` rows of `model` per parent id, ordered by `order`, after `after`.
+
+    One statement per `MAX_IDS_PER_STATEMENT` parents (one statement for any DataLoader
+    batch of ordinary size): SQL Server refuses more than 2100 parameters in a request.
+    """
     pages: dict[Any, list[M]] = defaultdict(list)
-    for item in (await session.execute(stmt)).scalars():
-        pages[getattr(item, parent.key)].append(item)
+    unique = list(dict.fromkeys(parent_ids))
+    for start in range(0, len(unique), MAX_IDS_PER_STATEMENT):
+        chunk = unique[start : start + MAX_IDS_PER_STATEMENT]
+        stmt = page_per_parent_stmt(model, parent, chunk, order, after, limit, where)
+        for item in (await session.execute(stmt)).scalars():
+            pages[getattr(item, parent.key)].append(item)
     return pages
