@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# unixODBC reads its driver list from here (written by scripts/install-odbc-driver).
+export ODBCSYSINI ?= $(CURDIR)/$(VENV)/etc/odbc
 
 .PHONY: serve test install bench
 
@@ -19,5 +21,5 @@ serve: install
 	$(BIN)/concord serve
 
 test: install
-	scripts/install-odbc-driver
+	PYTHON=$(BIN)/python scripts/install-odbc-driver
 	$(BIN)/pytest

@@ -21,6 +21,7 @@ from models import card as card_repo
 from models import comment as comment_repo
 from models import user as user_repo
 from models import workspace as workspace_repo
+from models.paging import MAX_IDS_PER_STATEMENT
 from models.tables import Board, Card, Comment, Membership, User, Workspace
 
 K = TypeVar("K", bound=Hashable)
@@ -30,6 +31,8 @@ V = TypeVar("V")
 PageKey = tuple[uuid.UUID, int, tuple[Any, ...] | None]
 PageRows = list[Any]
 Sessions = async_sessionmaker[AsyncSession]
+# SQL Server takes at most 2,100 parameters per statement; one id is one parameter.
+MAX_BATCH = MAX_IDS_PER_STATEMENT
 
 
 def _by_id(
@@ -41,7 +44,7 @@ def _by_id(
             rows = {row.id: row for row in await fetch(session, ids)}
         return [rows.get(i) for i in ids]
 
-    return DataLoader(load_fn=load)
+    return DataLoader(load_fn=load, max_batch_size=MAX_BATCH)
 
 
 def _paged(
@@ -64,7 +67,7 @@ def _paged(
                     found[(parent, first, after)] = pages.get(parent, [])
         return [found[key] for key in keys]
 
-    return DataLoader(load_fn=load)
+    return DataLoader(load_fn=load, max_batch_size=MAX_BATCH)
 
 
 class Loaders:
@@ -98,7 +101,7 @@ class Loaders:
             return [grouped[i] for i in ids]
 
         self.memberships_by_workspace: DataLoader[uuid.UUID, list[Membership]] = DataLoader(
-            load_fn=members
+            load_fn=members, max_batch_size=MAX_BATCH
         )
 
         async def roles(ids: list[uuid.UUID]) -> list[str | None]:
@@ -109,4 +112,6 @@ class Loaders:
             by_workspace = {row.workspace_id: row.role for row in rows}
             return [by_workspace.get(i) for i in ids]
 
-        self.viewer_role_by_workspace: DataLoader[uuid.UUID, str | None] = DataLoader(load_fn=roles)
+        self.viewer_role_by_workspace: DataLoader[uuid.UUID, str | None] = DataLoader(
+            load_fn=roles, max_batch_size=MAX_BATCH
+        )

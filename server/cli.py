@@ -56,11 +56,13 @@ def _export_schema(args: argparse.Namespace) -> int:
 
 
 def _odbc_setup(args: argparse.Namespace) -> int:
-    from models.odbc import register_driver
-    from server.settings import load_settings
+    from models.odbc import DriverNotFound, default_directory, register_driver
 
-    directory = Path(args.dir) if args.dir else load_settings().data_dir / "odbc"
-    target = register_driver(directory)
+    try:
+        target = register_driver(Path(args.dir) if args.dir else default_directory())
+    except DriverNotFound as exc:
+        print(f"concord: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
     print(f"export ODBCSYSINI={target}")  # noqa: T201
     return 0
 
@@ -80,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     odbc = commands.add_parser(
         "odbc-setup", help="register the SQL Server ODBC driver; prints the ODBCSYSINI to export"
     )
-    odbc.add_argument("--dir", help="where to write odbcinst.ini (default: data dir/odbc)")
+    odbc.add_argument("--dir", help="where to write odbcinst.ini (default: .venv/etc/odbc)")
     odbc.set_defaults(run=_odbc_setup)
     return root
 
