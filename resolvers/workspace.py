@@ -103,5 +103,5 @@ async def my_workspaces(ctx: Context, first: int | None, after: str | None) -> P
     if after is not None:
         key = decode_cursor(CURSOR, after, [parse_datetime, uuid.UUID])
     async with ctx.reads() as session:
-        rows = await workspace_repo.workspaces_of_user(session, user_id, key, first)  # type: ignore[arg-type]
+        rows = await workspace_repo.workspaces_of_user(session, user_id, key, first)
     return page_of(rows, first, CURSOR, lambda w: (w.created_at, w.id))

@@ -13,6 +13,7 @@ from schema.board import Board, BoardPayload
 from schema.card import Card, CardPayload
 from schema.comment import Comment, CommentPayload
 from schema.context import ctx
+from schema.enums import ConflictStrategy
 from schema.errors import respond
 from schema.inputs import (
     AddCommentInput,
@@ -236,7 +237,7 @@ class Mutation:
     @strawberry.mutation(description="Change some of a card's fields (EDITOR).")
     async def update_card(self, info: Info, input: UpdateCardInput) -> UpdateCardResult:
         c = ctx(info)
-        merge = input.on_conflict is not None and input.on_conflict.value == "MERGE"
+        merge = input.on_conflict is ConflictStrategy.MERGE
         return await respond(
             UpdateCardResult,
             lambda: card.update_card(

@@ -13,10 +13,14 @@ from models import tables
     description="Anything people edit concurrently: its version changes on every write."
 )
 class Versioned:
-    id: strawberry.ID = strawberry.field(description="Opaque id, unique across all types.")
-    version: str = strawberry.field(
-        description="Opaque; send it back as expectedVersion when you change this."
-    )
+    # Declared as resolvers, which each implementing type overrides with its own.
+    @strawberry.field(description="Opaque id, unique across all types.")
+    def id(self) -> strawberry.ID:
+        raise NotImplementedError
+
+    @strawberry.field(description="Opaque; send it back as expectedVersion when you change this.")
+    def version(self) -> str:
+        raise NotImplementedError
 
 
 def as_versioned(row: Any) -> Versioned:

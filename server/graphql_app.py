@@ -97,7 +97,8 @@ class ConcordGraphQL(GraphQL[Context, None]):
             max(delay, 0.0), lambda: asyncio.ensure_future(_close_expired(websocket))
         )
         websocket.scope.setdefault("state", {})["token_timer"] = timer
-        return UNSET
+        acknowledged: UnsetType = UNSET  # the plain connection_ack, no payload
+        return acknowledged
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(graphiql_html(str(request.url.path)))

@@ -7,8 +7,9 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import models.tables  # noqa: F401  (registers every table on Base.metadata)
+from models.base import Base
 from models.database import make_engine
-from models.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
