@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, Update, func, insert, select, update
+from sqlalchemy import Select, Update, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -174,3 +174,22 @@ async def changed_fields_since(
             if change["field"] not in fields:
                 fields.append(change["field"])
     return fields
+
+
+async def prune(session: AsyncSession, keep: int) -> int:
+    """Delete all but each workspace's last `keep` events; the number deleted.
+
+    Subscribers resuming from a cursor before what is left get a clear CURSOR_EXPIRED
+    error instead of a silent gap.
+    """
+    if keep < 1:
+        raise ValueError("keep at least one event per workspace")
+    last = (
+        select(EventStream.last_seq)
+        .where(EventStream.workspace_id == Event.workspace_id)
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        delete(Event).where(Event.seq <= last - keep).execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,4 +1,4 @@
-"""The `concord` command: serve, migrate, export-schema, odbc-setup."""
+"""The `concord` command: serve, migrate, prune-events, export-schema, odbc-setup."""
 
 from __future__ import annotations
 
@@ -48,6 +48,26 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune_events(args: argparse.Namespace) -> int:
+    from models.database import Database
+    from models.event import prune
+    from models.transaction import run_in_transaction
+    from server.settings import load_settings
+
+    settings = load_settings()
+
+    async def run() -> int:
+        db = Database(settings.write_url)
+        try:
+            return await run_in_transaction(db.writer, lambda session: prune(session, args.keep))
+        finally:
+            await db.dispose()
+
+    deleted = asyncio.run(run())
+    print(f"deleted {deleted} events; each workspace keeps its last {args.keep}")  # noqa: T201
+    return 0
+
+
 def _export_schema(args: argparse.Namespace) -> int:
     from schema import build_schema
 
@@ -77,6 +97,11 @@ def parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
     migrate.add_argument("--revision", default="head")
     migrate.set_defaults(run=_migrate)
+    prune = commands.add_parser(
+        "prune-events", help="keep only each workspace's last N events (older cursors expire)"
+    )
+    prune.add_argument("--keep", type=int, required=True)
+    prune.set_defaults(run=_prune_events)
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(run=_export_schema)
     odbc = commands.add_parser(

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from auth.tokens import issue_access_token
 from tests.api import empty_tables, settings_for
 from tests.live import EVENTS, LiveServer, live_server, socket
 
 CREATE_CARD = "mutation($i: CreateCardInput!) { createCard(input: $i) { __typename } }"
+
+
+def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    concord = Path(sys.executable).with_name("concord")
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "unused-here"}
+    return subprocess.run(
+        [str(concord), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest.fixture
@@ -98,3 +113,59 @@ async def test_non_member_gets_an_error_and_no_event(server: LiveServer) -> None
         assert message["type"] in {"error", "next"}
         errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
         assert errors[0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_cursor_older_than_the_kept_log_is_a_clear_error(
+    server: LiveServer, database_url: str
+) -> None:
+    api = server.api
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    for n in range(5):
+        await api.ok(CREATE_CARD, {"i": {"boardId": board["id"], "title": f"c{n}"}}, alice.token)
+    events = await api.events(alice, ws["id"])
+    early = await api.ok(
+        "query($w: ID!) { events(workspaceId: $w, first: 1) { edges { cursor } } }",
+        {"w": ws["id"]},
+        alice.token,
+    )
+    early_cursor = early["events"]["edges"][0]["cursor"]
+    result = run_cli("prune-events", "--keep", "3", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert len(await api.events(alice, ws["id"])) == 3
+
+    async with socket(server.ws_url) as s:
+        await s.init(alice.token)
+        await s.subscribe("old", EVENTS, {"w": ws["id"], "a": early_cursor})
+        message = await s.receive()
+        errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "CURSOR_EXPIRED"
+        if message["type"] == "next":
+            assert await s.receive() == {"id": "old", "type": "complete"}
+        # A cursor inside what is kept still resumes exactly.
+        kept_from = events[-4]["seq"]
+        cursor = (
+            await api.ok(
+                "query($w: ID!) { events(workspaceId: $w, first: 100) { edges { cursor node { seq } } } }",
+                {"w": ws["id"]},
+                alice.token,
+            )
+        )["events"]["edges"][0]
+        assert cursor["node"]["seq"] == kept_from + 1
+        await s.subscribe("kept", EVENTS, {"w": ws["id"], "a": cursor["cursor"]})
+        resumed = [(await s.next_data("kept"))["workspaceEvents"]["seq"] for _ in range(2)]
+        assert resumed == [kept_from + 2, kept_from + 3]
+
+
+async def test_expired_token_closes_the_socket_with_4403(server: LiveServer) -> None:
+    alice = await server.api.register("alice")
+    tokens = server.api.app.state.services.tokens
+    # Issued so that it expires two seconds from now.
+    issued = datetime.now(UTC) - tokens.access_ttl + timedelta(seconds=2)
+    short_lived = issue_access_token(tokens, uuid.UUID(alice.id), issued)
+    async with socket(server.ws_url) as s:
+        assert (await s.init(short_lived))["type"] == "connection_ack"
+        started = time.monotonic()
+        assert await s.closed_with(timeout=10) == 4403
+        assert time.monotonic() - started < 3.5
