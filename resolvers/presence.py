@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,17 +13,24 @@ from models import workspace as workspace_repo
 from resolvers import validation
 from resolvers.context import Context
 from resolvers.errors import NotFoundError
+from subscriptions.broker import BrokerUnavailable
 from subscriptions.fanout import MessagesMayBeLost
 from subscriptions.presence import PresenceStore, Viewer, presence_channel
+
+log = logging.getLogger(__name__)
 
 # Presence is state, not a log: a burst of arrivals needs only the latest answer.
 QUEUE_SIZE = 64
 
 
 async def _heartbeat(store: PresenceStore, board: str, user: str, connection: str) -> None:
+    """Keep this view alive; while the store is unreachable, try again next beat."""
     while True:
         await asyncio.sleep(store.heartbeat_interval)
-        await store.heartbeat(board, user, connection)
+        try:
+            await store.heartbeat(board, user, connection)
+        except BrokerUnavailable:
+            log.warning("presence heartbeat failed", extra={"board": board}, exc_info=True)
 
 
 async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[Viewer]]:
@@ -57,4 +65,8 @@ async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[View
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
-            await store.leave(key, connection)
+            try:
+                await store.leave(key, connection)
+            except BrokerUnavailable:
+                # The entry expires on its own after the store's TTL.
+                log.warning("presence leave failed", extra={"board": key}, exc_info=True)

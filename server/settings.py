@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     debug: bool = False
 
+    @field_validator("database_url", "database_read_url", "redis_url", "jwt_secret")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        # `REDIS_URL=` in an env file means "not set", not "a Redis at ''".
+        return value or None
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

@@ -16,6 +16,14 @@ class SubscriberOverflow(Exception):
     """The subscriber's bounded queue filled up: it fell behind and is cut off."""
 
 
+class BrokerUnavailable(Exception):
+    """The broker (or the Redis presence store) cannot be reached.
+
+    Publishers log this and carry on: the event is already in the database, and
+    subscribers backfill from there once the broker is back.
+    """
+
+
 class Subscription(Protocol):
     """Messages of one channel, in publish order, until the subscription ends."""
 
@@ -38,7 +46,10 @@ class Broker(Protocol):
     ) -> AbstractAsyncContextManager[Subscription]:
         """Receive the channel's messages through a queue of at most `queue_size`.
 
-        Iterating raises SubscriberOverflow once the queue has overflowed.
+        Iterating raises SubscriberOverflow once the queue has overflowed, and
+        `subscriptions.fanout.MessagesMayBeLost` (after which iteration may go on) when
+        messages may have been dropped, e.g. after a Redis reconnect: backfill from the
+        database, then keep iterating. Iteration ends when the broker disconnects.
         """
         ...
 
