@@ -9,6 +9,8 @@ where a bad token closes the socket with 4403; the backend leaves them alone.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -62,9 +64,38 @@ def viewer_from_header(config: TokenConfig, header: str | None) -> Viewer | None
     return Viewer(user_id=claims.user_id, expires_at=claims.expires_at)
 
 
+UserExists = Callable[[uuid.UUID], Awaitable[bool]]
+
+
+class KnownUsers:
+    """Whether a token's subject is a user, remembering the ones that are.
+
+    A well-signed token can outlive its user (or come from a test or a misconfigured
+    issuer); without this check it would fail later with a foreign-key error. Users are
+    never deleted, so a positive answer can be remembered; the memory is bounded.
+    """
+
+    def __init__(self, exists: UserExists, remember: int = 10_000) -> None:
+        self.exists = exists
+        self.remember = remember
+        self._known: OrderedDict[uuid.UUID, None] = OrderedDict()
+
+    async def __call__(self, user_id: uuid.UUID) -> bool:
+        if user_id in self._known:
+            self._known.move_to_end(user_id)
+            return True
+        if not await self.exists(user_id):
+            return False
+        self._known[user_id] = None
+        if len(self._known) > self.remember:
+            self._known.popitem(last=False)
+        return True
+
+
 class BearerTokenBackend(AuthenticationBackend):
-    def __init__(self, config: TokenConfig) -> None:
+    def __init__(self, config: TokenConfig, known_users: KnownUsers) -> None:
         self.config = config
+        self.known_users = known_users
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         if conn.scope["type"] != "http":
@@ -75,6 +106,8 @@ class BearerTokenBackend(AuthenticationBackend):
             raise AuthenticationError("Invalid or expired access token.") from exc
         if viewer is None:
             return None
+        if not await self.known_users(viewer.user_id):
+            raise AuthenticationError("This access token's user does not exist.")
         return AuthCredentials(["authenticated"]), viewer
 
 

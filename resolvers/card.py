@@ -199,6 +199,11 @@ async def update_card(
     card_id = validation.entity_id(id, "id")
     guard = expected(ctx.services.db.dialect, expected_version)
     requested: dict[str, Any] = {}
+    for field in ("title", "status"):
+        if field in fields and fields[field] is None:
+            raise InvalidInput(field, f"{field} cannot be null.")
+    if fields.get("description", "") is None:
+        fields = {**fields, "description": ""}  # null clears it, as on createCard
     for name, value in fields.items():
         if name == "title":
             requested["title"] = validation.text(value, "title", maximum=validation.TITLE_MAX)
@@ -216,9 +221,6 @@ async def update_card(
             raise InvalidInput(name, f"{name} cannot be updated.")
     if not requested:
         raise InvalidInput(None, "Nothing to update: send at least one field to change.")
-    for field in ("title", "status"):
-        if field in fields and fields[field] is None:
-            raise InvalidInput(field, f"{field} cannot be null.")
 
     async def work(session: AsyncSession, events: Recorder) -> Card:
         card = await _card_for_write(session, card_id, user_id)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from auth.backend import Viewer
+from auth.backend import KnownUsers, Viewer
 from auth.tokens import TokenConfig
 from models.database import Database
 from resolvers.errors import Unauthenticated
@@ -25,6 +25,8 @@ class Services:
     broker: Broker
     tokens: TokenConfig
     presence: PresenceStore | None = None
+    # Whether a token's subject exists (checked on every authenticated request and socket).
+    known_users: KnownUsers | None = None
     subscriber_queue_size: int = 1000
     extras: dict[str, Any] = field(default_factory=dict)
 

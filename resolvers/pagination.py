@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from resolvers.errors import InvalidInput
@@ -55,7 +56,14 @@ def decode_cursor(
         if not isinstance(data, list) or data[0] != kind or len(data) != len(types) + 1:
             raise ValueError("wrong kind")
         return tuple(convert(value) for convert, value in zip(types, data[1:], strict=True))
-    except (ValueError, TypeError, IndexError, binascii.Error, UnicodeDecodeError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        OverflowError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ) as exc:
         raise InvalidInput(field, f"{field} is not a valid cursor for this list.") from exc
 
 
@@ -65,18 +73,24 @@ def parse_datetime(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("expected an aware timestamp")
+    if not 1900 <= parsed.astimezone(UTC).year <= 9999:
+        raise ValueError("timestamp out of range")
     return parsed
 
 
 def parse_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError("expected a number")
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
     return float(value)
 
 
 def parse_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("expected an integer")
+    if not 0 <= value < 2**62:
+        raise ValueError("integer out of range")
     return value
 
 

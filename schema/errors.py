@@ -112,7 +112,8 @@ async def respond(
     return wrap(value)
 
 
-_SUGGESTION = re.compile(r"\s*Did you mean .*\?$")
+# graphql-core puts "Did you mean 'x'?" at the end or in the middle of a message.
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
 def _extensions(error: GraphQLError) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -16,10 +17,11 @@ from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from auth.backend import BearerTokenBackend, unauthenticated_response
+from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
 from auth.tokens import TokenConfig, development_secret
 from models.database import Database
 from models.migrate import upgrade
+from models.user import users_by_ids
 from resolvers.context import Services
 from schema import build_schema
 from schema.errors import ErrorCodes
@@ -63,6 +65,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         presence=presence_from_url(settings.redis_url, broker),
         subscriber_queue_size=settings.subscriber_queue_size,
     )
+
+    async def user_exists(user_id: uuid.UUID) -> bool:
+        # The primary: a user who just registered may not be on a replica yet.
+        async with services.db.primary_reader() as session:
+            return bool(await users_by_ids(session, [user_id]))
+
+    known_users = services.known_users = KnownUsers(user_exists)
     schema = build_schema(
         [
             # Factories, not instances: Strawberry builds fresh extensions per operation.
@@ -127,7 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 AuthenticationMiddleware,
-                backend=BearerTokenBackend(tokens),
+                backend=BearerTokenBackend(tokens, known_users),
                 on_error=unauthenticated_response,
             ),
         ],

@@ -30,6 +30,18 @@ def graphql_error_response(message: str, status: int, code: str) -> JSONResponse
     )
 
 
+async def _require_json_object(request: Request) -> None:
+    """A JSON body must be an object: Strawberry fails on `7` or `null` with a 500."""
+    if request.method != "POST" or "json" not in request.headers.get("content-type", ""):
+        return
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return  # Strawberry answers malformed JSON with its own 400.
+    if not isinstance(body, dict):
+        raise HTTPException(400, "The request body must be a JSON object with a `query`.")
+
+
 async def _close_expired(websocket: WebSocket) -> None:
     # The socket may be closing already; then there is nothing left to do.
     with contextlib.suppress(Exception):
@@ -54,6 +66,7 @@ class ConcordGraphQL(GraphQL[Context, None]):
             return
         request = Request(scope=scope, receive=receive)
         try:
+            await _require_json_object(request)
             response = await self.run(request)
         except HTTPException as exc:
             # Malformed JSON, a non-GraphQL body, a wrong method: a 4xx with a GraphQL
@@ -89,6 +102,9 @@ class ConcordGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError({"reason": "invalid or expired token"}) from exc
         if viewer is None:
             raise ConnectionRejectionError({"reason": "authentication required"})
+        known = self.services.known_users
+        if known is not None and not await known(viewer.user_id):
+            raise ConnectionRejectionError({"reason": "unknown user"})
         context.viewer = viewer
         context.loaders = context.fresh().loaders
         websocket: WebSocket = context.request
