@@ -11,11 +11,11 @@ from models import tables
 from models.versioning import encode_version
 from resolvers import card as card_resolvers
 from schema.context import ctx
-from schema.pagination import PageInfo, connection
+from schema.pagination import Connection, connection
 from schema.versioned import Versioned
 
 if TYPE_CHECKING:
-    from schema.card import CardConnection
+    from schema.card import Card
     from schema.workspace import Workspace
 
 
@@ -48,28 +48,15 @@ class Board(Versioned):
     @strawberry.field(description="The board's cards by position.")
     async def cards(
         self, info: Info, first: int | None = 50, after: str | None = None
-    ) -> Annotated[CardConnection, strawberry.lazy("schema.card")]:
-        from schema.card import Card, CardConnection, CardEdge
+    ) -> Connection[Annotated[Card, strawberry.lazy("schema.card")]]:
+        from schema.card import Card
 
         page = await card_resolvers.cards_of(ctx(info), self.row.id, first, after)
-        return connection(page, Card.from_row, CardEdge, CardConnection)
+        return connection(page, Card.from_row)
 
     @classmethod
     def from_row(cls, row: tables.Board) -> Board:
         return cls(row=row)
-
-
-@strawberry.type(description="A board in a list.")
-class BoardEdge:
-    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
-    node: Board = strawberry.field(description="The board.")
-
-
-@strawberry.type(description="A page of boards.")
-class BoardConnection:
-    edges: list[BoardEdge] = strawberry.field(description="Boards with cursors.")
-    nodes: list[Board] = strawberry.field(description="Just the boards.")
-    page_info: PageInfo = strawberry.field(description="Whether more follow.")
 
 
 @strawberry.type(description="The board after the change.")

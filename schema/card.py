@@ -13,13 +13,13 @@ from models.versioning import encode_version
 from resolvers import comment as comment_resolvers
 from schema.context import ctx
 from schema.enums import CardStatus
-from schema.pagination import PageInfo, connection
+from schema.pagination import Connection, connection
 from schema.user import User, maybe_user
 from schema.versioned import Versioned
 
 if TYPE_CHECKING:
     from schema.board import Board
-    from schema.comment import CommentConnection
+    from schema.comment import Comment
 
 
 @strawberry.type(description="A unit of work on a board.")
@@ -71,28 +71,15 @@ class Card(Versioned):
     @strawberry.field(description="Comments, oldest first.")
     async def comments(
         self, info: Info, first: int | None = 50, after: str | None = None
-    ) -> Annotated[CommentConnection, strawberry.lazy("schema.comment")]:
-        from schema.comment import Comment, CommentConnection, CommentEdge
+    ) -> Connection[Annotated[Comment, strawberry.lazy("schema.comment")]]:
+        from schema.comment import Comment
 
         page = await comment_resolvers.comments_of(ctx(info), self.row.id, first, after)
-        return connection(page, Comment.from_row, CommentEdge, CommentConnection)
+        return connection(page, Comment.from_row)
 
     @classmethod
     def from_row(cls, row: tables.Card) -> Card:
         return cls(row=row)
-
-
-@strawberry.type(description="A card in a list.")
-class CardEdge:
-    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
-    node: Card = strawberry.field(description="The card.")
-
-
-@strawberry.type(description="A page of cards.")
-class CardConnection:
-    edges: list[CardEdge] = strawberry.field(description="Cards with cursors.")
-    nodes: list[Card] = strawberry.field(description="Just the cards.")
-    page_info: PageInfo = strawberry.field(description="Whether more follow.")
 
 
 @strawberry.type(description="The card after the change.")

@@ -11,7 +11,6 @@ from strawberry.types import Info
 from models import tables
 from models.versioning import encode_version
 from schema.context import ctx
-from schema.pagination import PageInfo
 from schema.user import User
 from schema.versioned import Versioned
 
@@ -56,19 +55,6 @@ class Comment(Versioned):
     @classmethod
     def from_row(cls, row: tables.Comment) -> Comment:
         return cls(row=row)
-
-
-@strawberry.type(description="A comment in a list.")
-class CommentEdge:
-    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
-    node: Comment = strawberry.field(description="The comment.")
-
-
-@strawberry.type(description="A page of comments.")
-class CommentConnection:
-    edges: list[CommentEdge] = strawberry.field(description="Comments with cursors.")
-    nodes: list[Comment] = strawberry.field(description="Just the comments.")
-    page_info: PageInfo = strawberry.field(description="Whether more follow.")
 
 
 @strawberry.type(description="The comment after the change.")

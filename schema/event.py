@@ -11,7 +11,6 @@ from strawberry.types import Info
 
 from resolvers.event import event_cursor
 from schema.context import ctx
-from schema.pagination import PageInfo
 from schema.user import User, maybe_user
 
 
@@ -82,16 +81,3 @@ class Event:
     @classmethod
     def from_row(cls, row: Any) -> Event:
         return cls(row=row)
-
-
-@strawberry.type(description="An event in a list.")
-class EventEdge:
-    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
-    node: Event = strawberry.field(description="The event.")
-
-
-@strawberry.type(description="A page of events in seq order.")
-class EventConnection:
-    edges: list[EventEdge] = strawberry.field(description="Events with cursors.")
-    nodes: list[Event] = strawberry.field(description="Just the events.")
-    page_info: PageInfo = strawberry.field(description="Whether more follow.")

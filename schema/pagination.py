@@ -1,15 +1,19 @@
-"""PageInfo and the connection builder shared by every list."""
+"""PageInfo, the generic Edge and Connection, and the builder every list uses.
+
+Strawberry names a generic type after its argument: `Connection[Board]` is the
+contract's `BoardConnection`, `Edge[Board]` its `BoardEdge`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
 from resolvers.pagination import Page
 
-C = TypeVar("C")
+T = TypeVar("T")
 
 
 @strawberry.type(description="Where a page ends and whether another follows.")
@@ -20,15 +24,23 @@ class PageInfo:
     )
 
 
-def connection(
-    page: Page[Any],
-    node: Callable[[Any], Any],
-    edge: Callable[..., Any],
-    conn: Callable[..., C],
-) -> C:
+@strawberry.type(description="An item in a list, with its cursor.")
+class Edge(Generic[T]):
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
+    node: T = strawberry.field(description="The item.")
+
+
+@strawberry.type(description="A page of a list.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]] = strawberry.field(description="Items with cursors.")
+    nodes: list[T] = strawberry.field(description="Just the items.")
+    page_info: PageInfo = strawberry.field(description="Whether more follow.")
+
+
+def connection(page: Page[Any], node: Callable[[Any], T]) -> Connection[T]:
     nodes = [node(item) for item in page.items]
-    return conn(
-        edges=[edge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)],
+    return Connection(
+        edges=[Edge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)],
         nodes=nodes,
         page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
     )

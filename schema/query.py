@@ -9,10 +9,10 @@ from resolvers import board, card, event, workspace
 from schema.board import Board
 from schema.card import Card
 from schema.context import ctx
-from schema.event import Event, EventConnection, EventEdge
-from schema.pagination import connection
+from schema.event import Event
+from schema.pagination import Connection, connection
 from schema.user import User, maybe_user
-from schema.workspace import Workspace, WorkspaceConnection, WorkspaceEdge
+from schema.workspace import Workspace
 
 
 @strawberry.type(description="Reads.")
@@ -25,9 +25,9 @@ class Query:
     @strawberry.field(description="Your workspaces, oldest first.")
     async def workspaces(
         self, info: Info, first: int | None = 50, after: str | None = None
-    ) -> WorkspaceConnection:
+    ) -> Connection[Workspace]:
         page = await workspace.my_workspaces(ctx(info), first, after)
-        return connection(page, Workspace.from_row, WorkspaceEdge, WorkspaceConnection)
+        return connection(page, Workspace.from_row)
 
     @strawberry.field(description="Null when it does not exist or the caller is not a member.")
     async def workspace(self, info: Info, id: strawberry.ID) -> Workspace | None:
@@ -51,13 +51,13 @@ class Query:
         workspace_id: strawberry.ID,
         after: str | None = None,
         first: int | None = 100,
-    ) -> EventConnection:
+    ) -> Connection[Event]:
         page = await event.events(ctx(info), workspace_id, after, first)
-        return connection(page, Event.from_row, EventEdge, EventConnection)
+        return connection(page, Event.from_row)
 
     @strawberry.field(description="Every change of one card, oldest first.")
     async def card_history(
         self, info: Info, card_id: strawberry.ID, first: int | None = 100, after: str | None = None
-    ) -> EventConnection:
+    ) -> Connection[Event]:
         page = await event.card_history(ctx(info), card_id, first, after)
-        return connection(page, Event.from_row, EventEdge, EventConnection)
+        return connection(page, Event.from_row)

@@ -12,12 +12,12 @@ from models.versioning import encode_version
 from resolvers import board as board_resolvers
 from schema.context import ctx
 from schema.enums import Role
-from schema.pagination import PageInfo, connection
+from schema.pagination import Connection, connection
 from schema.user import User
 from schema.versioned import Versioned
 
 if TYPE_CHECKING:
-    from schema.board import BoardConnection
+    from schema.board import Board
 
 
 @strawberry.type(description="A member of a workspace and their role.")
@@ -59,28 +59,15 @@ class Workspace(Versioned):
     @strawberry.field(description="The workspace's boards, oldest first.")
     async def boards(
         self, info: Info, first: int | None = 50, after: str | None = None
-    ) -> Annotated[BoardConnection, strawberry.lazy("schema.board")]:
-        from schema.board import Board, BoardConnection, BoardEdge
+    ) -> Connection[Annotated[Board, strawberry.lazy("schema.board")]]:
+        from schema.board import Board
 
         page = await board_resolvers.boards_of(ctx(info), self.row.id, first, after)
-        return connection(page, Board.from_row, BoardEdge, BoardConnection)
+        return connection(page, Board.from_row)
 
     @classmethod
     def from_row(cls, row: tables.Workspace) -> Workspace:
         return cls(row=row)
-
-
-@strawberry.type(description="A workspace in a list.")
-class WorkspaceEdge:
-    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
-    node: Workspace = strawberry.field(description="The workspace.")
-
-
-@strawberry.type(description="A page of workspaces.")
-class WorkspaceConnection:
-    edges: list[WorkspaceEdge] = strawberry.field(description="Workspaces with cursors.")
-    nodes: list[Workspace] = strawberry.field(description="Just the workspaces.")
-    page_info: PageInfo = strawberry.field(description="Whether more follow.")
 
 
 @strawberry.type(description="The workspace after the change.")
