@@ -8,7 +8,6 @@ import strawberry
 from strawberry.types import Info
 
 from models import tables
-from models.versioning import encode_version
 from resolvers import card as card_resolvers
 from schema.context import ctx
 from schema.pagination import Connection, connection
@@ -22,14 +21,6 @@ if TYPE_CHECKING:
 @strawberry.type(description="A board of cards in a workspace.")
 class Board(Versioned):
     row: strawberry.Private[tables.Board]
-
-    @strawberry.field(description="Opaque id.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field(description="Changes on every write; send back as expectedVersion.")
-    def version(self) -> str:
-        return encode_version(self.row.version)
 
     @strawberry.field(description="The board's name.")
     def name(self) -> str:
@@ -53,10 +44,6 @@ class Board(Versioned):
 
         page = await card_resolvers.cards_of(ctx(info), self.row.id, first, after)
         return connection(page, Card.from_row)
-
-    @classmethod
-    def from_row(cls, row: tables.Board) -> Board:
-        return cls(row=row)
 
 
 @strawberry.type(description="The board after the change.")

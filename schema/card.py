@@ -9,7 +9,6 @@ import strawberry
 from strawberry.types import Info
 
 from models import tables
-from models.versioning import encode_version
 from resolvers import comment as comment_resolvers
 from schema.context import ctx
 from schema.enums import CardStatus
@@ -25,14 +24,6 @@ if TYPE_CHECKING:
 @strawberry.type(description="A unit of work on a board.")
 class Card(Versioned):
     row: strawberry.Private[tables.Card]
-
-    @strawberry.field(description="Opaque id.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field(description="Changes on every write; send back as expectedVersion.")
-    def version(self) -> str:
-        return encode_version(self.row.version)
 
     @strawberry.field(description="Short title.")
     def title(self) -> str:
@@ -76,10 +67,6 @@ class Card(Versioned):
 
         page = await comment_resolvers.comments_of(ctx(info), self.row.id, first, after)
         return connection(page, Comment.from_row)
-
-    @classmethod
-    def from_row(cls, row: tables.Card) -> Card:
-        return cls(row=row)
 
 
 @strawberry.type(description="The card after the change.")

@@ -9,7 +9,6 @@ import strawberry
 from strawberry.types import Info
 
 from models import tables
-from models.versioning import encode_version
 from schema.context import ctx
 from schema.user import User
 from schema.versioned import Versioned
@@ -21,14 +20,6 @@ if TYPE_CHECKING:
 @strawberry.type(description="A remark on a card.")
 class Comment(Versioned):
     row: strawberry.Private[tables.Comment]
-
-    @strawberry.field(description="Opaque id.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field(description="Changes on every write; send back as expectedVersion.")
-    def version(self) -> str:
-        return encode_version(self.row.version)
 
     @strawberry.field(description="The text.")
     def body(self) -> str:
@@ -51,10 +42,6 @@ class Comment(Versioned):
     @strawberry.field(description="When it was written.")
     def created_at(self) -> datetime:
         return self.row.created_at
-
-    @classmethod
-    def from_row(cls, row: tables.Comment) -> Comment:
-        return cls(row=row)
 
 
 @strawberry.type(description="The comment after the change.")

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import strawberry
 
 from models import tables
+from models.versioning import encode_version
 
 
 @strawberry.interface(
     description="Anything people edit concurrently: its version changes on every write."
 )
 class Versioned:
-    # Declared as resolvers, which each implementing type overrides with its own.
+    # Every implementing type wraps a versioned row; these resolvers serve them all.
+    row: strawberry.Private[Any]
+
     @strawberry.field(description="Opaque id, unique across all types.")
     def id(self) -> strawberry.ID:
-        raise NotImplementedError
+        return strawberry.ID(str(self.row.id))
 
     @strawberry.field(description="Opaque; send it back as expectedVersion when you change this.")
     def version(self) -> str:
-        raise NotImplementedError
+        return encode_version(self.row.version)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self:
+        return cls(row=row)
 
 
 def as_versioned(row: Any) -> Versioned:

@@ -8,7 +8,6 @@ import strawberry
 from strawberry.types import Info
 
 from models import tables
-from models.versioning import encode_version
 from resolvers import board as board_resolvers
 from schema.context import ctx
 from schema.enums import Role
@@ -39,14 +38,6 @@ class Membership:
 class Workspace(Versioned):
     row: strawberry.Private[tables.Workspace]
 
-    @strawberry.field(description="Opaque id.")
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @strawberry.field(description="Changes on every write; send back as expectedVersion.")
-    def version(self) -> str:
-        return encode_version(self.row.version)
-
     @strawberry.field(description="The workspace's name.")
     def name(self) -> str:
         return self.row.name
@@ -64,10 +55,6 @@ class Workspace(Versioned):
 
         page = await board_resolvers.boards_of(ctx(info), self.row.id, first, after)
         return connection(page, Board.from_row)
-
-    @classmethod
-    def from_row(cls, row: tables.Workspace) -> Workspace:
-        return cls(row=row)
 
 
 @strawberry.type(description="The workspace after the change.")
