@@ -9,7 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+
+
+class ConcordSchema(strawberry.Schema):
+    """Strawberry's schema without its error log: a wrong password or a stale version is
+    an expected outcome, not an error to log. `schema.errors.ErrorCodes` logs the
+    unexpected ones, with their traceback."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        return None
 
 
 def build_schema(
@@ -23,7 +36,7 @@ def build_schema(
     from schema.subscription import SharedRenderExecutor, Subscription
     from schema.workspace import Workspace
 
-    return strawberry.Schema(
+    return ConcordSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
