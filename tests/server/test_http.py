@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.api import Api, running_app, settings_for
 from tests.services import free_port
 
@@ -28,7 +30,9 @@ async def test_graphiql_is_served_from_concord(api: Api) -> None:
     assert "https://" not in page.text
 
 
-async def test_unreachable_database_is_masked_and_not_ready(tmp_path: Path) -> None:
+async def test_unreachable_database_is_masked_and_not_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Nothing listens on this port: every query fails inside the driver.
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
     async with running_app(settings_for(url, tmp_path)) as api:
@@ -40,6 +44,10 @@ async def test_unreachable_database_is_masked_and_not_ready(tmp_path: Path) -> N
         assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR"}
         assert "asyncpg" not in response.text
         assert "Traceback" not in response.text
+        # Operators still see what happened, with the traceback, in the log.
+        logged = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
+        assert logged
+        assert logged[0].exc_info is not None
         ready = await api.client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"] == "unavailable"
