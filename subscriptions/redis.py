@@ -266,7 +266,11 @@ class RedisBroker:
                     logger.exception("%s: unexpected error; reconnecting", what)
             finally:
                 self._first_attempt.set()
-                self._connection_lost()
+                task = asyncio.current_task()
+                # Our own disconnect() cancels the reader: that ends subscriptions, no gap.
+                self._connection_lost(
+                    signal=connected and not (task is not None and task.cancelling())
+                )
                 if conn is not None:
                     await conn.disconnect(nowait=True)
             # A connection that fails right after connecting must not make us spin.
@@ -347,8 +351,14 @@ class RedisBroker:
             self._gap_channels.discard(channel)
             self.hub.signal_gap(channel)
 
-    def _connection_lost(self) -> None:
+    def _connection_lost(self, *, signal: bool) -> None:
         self._conn = None
+        if signal:
+            # Tell every local subscriber now, not only after the reconnect: whatever is
+            # published meanwhile is lost to them, and they should read the log (and keep
+            # reading it while `pubsub_connected` is False) instead of waiting on us.
+            for channel in self.hub.channels():
+                self.hub.signal_gap(channel)
         # Waiting subscribers go on; the next connection re-subscribes their channels
         # and signals them MessagesMayBeLost.
         for pending in self._confirmations.values():
