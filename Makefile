@@ -22,4 +22,7 @@ serve: install
 
 test: install
 	PYTHON=$(BIN)/python scripts/install-odbc-driver
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
