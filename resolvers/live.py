@@ -16,10 +16,12 @@ event, so the GraphQL layer can render it once per distinct selection (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,10 +37,14 @@ from resolvers.unit_of_work import workspace_channel
 from subscriptions.broker import SubscriberOverflow
 from subscriptions.fanout import MessagesMayBeLost
 
+log = logging.getLogger(__name__)
+
 BACKFILL_PAGE = 500
-# While the broker is connected a quiet stream is simply quiet; this is only a safety net.
-IDLE_POLL_SECONDS = 30.0
-# While it is not, the log is the only source: poll it briskly.
+# How often each process checks the log of every workspace it has subscribers for, to
+# catch a publish that was lost without the broker noticing (the publishing process could
+# not reach Redis, say). One query per watched workspace, not per subscriber.
+IDLE_POLL_SECONDS = 5.0
+# While the broker is down, the log is the only source: every subscriber polls it briskly.
 DEGRADED_POLL_SECONDS = 1.0
 SHARED_EVENTS_KEPT = 10_000
 
@@ -111,15 +117,23 @@ class SharedEvent:
 
 
 class SharedEvents:
-    """The process's recent events by (workspace, seq), so subscribers share one object."""
+    """The process's recent events by (workspace, seq), so subscribers share one object.
+
+    It also watches the log of each workspace that has subscribers here: when the log has
+    had an event for a whole interval that never came through the broker, the channel's
+    subscribers are told messages may be lost, and each reads the log.
+    """
 
     def __init__(self, services: Services, kept: int = SHARED_EVENTS_KEPT) -> None:
         self.services = services
         self.kept = kept
         self._events: OrderedDict[tuple[uuid.UUID, int], SharedEvent] = OrderedDict()
+        self._highest: dict[uuid.UUID, int] = {}
+        self._watchers: dict[uuid.UUID, tuple[int, asyncio.Task[None]]] = {}
 
     def share(self, event: SharedEvent) -> SharedEvent:
         key = (event.workspace_id, event.seq)
+        self._highest[event.workspace_id] = max(event.seq, self._highest.get(event.workspace_id, 0))
         existing = self._events.get(key)
         if existing is not None:
             return existing
@@ -130,6 +144,43 @@ class SharedEvents:
         if len(self._events) > self.kept:
             self._events.popitem(last=False)
         return event
+
+    @contextlib.contextmanager
+    def watching(self, workspace_id: uuid.UUID, seen: int) -> Iterator[None]:
+        """Keep the workspace's log watched while the block runs (one task per workspace)."""
+        self._highest[workspace_id] = max(seen, self._highest.get(workspace_id, 0))
+        entry = self._watchers.get(workspace_id)
+        if entry is None:
+            entry = (0, asyncio.create_task(self._watch(workspace_id)))
+        self._watchers[workspace_id] = (entry[0] + 1, entry[1])
+        try:
+            yield
+        finally:
+            count, task = self._watchers[workspace_id]
+            if count == 1:
+                del self._watchers[workspace_id]
+                task.cancel()
+            else:
+                self._watchers[workspace_id] = (count - 1, task)
+
+    async def _watch(self, workspace_id: uuid.UUID) -> None:
+        previous = 0
+        while True:
+            await asyncio.sleep(IDLE_POLL_SECONDS)
+            try:
+                async with self.services.db.primary_reader() as session:
+                    last = await event_store.last_seq(session, workspace_id)
+            except Exception:
+                log.warning("watching the event log failed", exc_info=True)
+                continue
+            # Behind on two checks in a row with the same last seq: not merely in flight.
+            if last > self._highest.get(workspace_id, 0) and last == previous:
+                log.warning(
+                    "events missing from the broker; subscribers read the log",
+                    extra={"workspace": str(workspace_id), "last_seq": last},
+                )
+                self.services.broker.signal_gap(workspace_channel(workspace_id))
+            previous = last
 
 
 def shared_events(services: Services) -> SharedEvents:
@@ -184,10 +235,12 @@ async def workspace_events(
     shared = shared_events(services)
     broker = services.broker
 
-    async with broker.subscribe(
-        workspace_channel(ws), queue_size=services.subscriber_queue_size
-    ) as sub:
+    async with (
+        broker.subscribe(workspace_channel(ws), queue_size=services.subscriber_queue_size) as sub,
+        contextlib.AsyncExitStack() as stack,
+    ):
         sent = await _start(ctx, ws, user_id, after)
+        stack.enter_context(shared.watching(ws, sent))
         messages = sub.__aiter__()
         pending: asyncio.Task[str] | None = None
 
@@ -210,8 +263,10 @@ async def workspace_events(
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(messages.__anext__())
+                # While the broker is down, poll the log; otherwise the broker (or the
+                # process's log watcher, through it) wakes us.
                 degraded = getattr(broker, "pubsub_connected", True) is False
-                timeout = DEGRADED_POLL_SECONDS if degraded else IDLE_POLL_SECONDS
+                timeout = DEGRADED_POLL_SECONDS if degraded else None
                 done, _ = await asyncio.wait({pending}, timeout=timeout)
                 if not done:
                     async for event in catch_up():

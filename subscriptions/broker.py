@@ -53,6 +53,13 @@ class Broker(Protocol):
         """
         ...
 
+    def signal_gap(self, channel: str) -> None:
+        """Tell this process's subscribers of `channel` that messages may have been lost.
+
+        For a watcher that found the log ahead of what the broker delivered.
+        """
+        ...
+
     async def ping(self) -> None:
         """Raise unless the broker is reachable (for /readyz)."""
         ...

@@ -37,5 +37,8 @@ class MemoryBroker:
         finally:
             self.hub.remove(subscriber)
 
+    def signal_gap(self, channel: str) -> None:
+        self.hub.signal_gap(channel)
+
     async def ping(self) -> None:
         """Always reachable."""

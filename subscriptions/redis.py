@@ -173,6 +173,9 @@ class RedisBroker:
                 f"cannot publish to Redis at {redact(self.url)}: {exc}"
             ) from exc
 
+    def signal_gap(self, channel: str) -> None:
+        self.hub.signal_gap(channel)
+
     async def ping(self) -> None:
         """Raise `BrokerUnavailable` unless Redis answers and the pub/sub link is up."""
         if self._publisher is None:

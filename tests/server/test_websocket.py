@@ -13,8 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.tokens import issue_access_token
+from models.transaction import run_in_transaction
+from resolvers import live
+from resolvers.unit_of_work import Recorder, change
 from tests.api import empty_tables, settings_for
 from tests.live import EVENTS, LiveServer, live_server, socket
 
@@ -169,3 +173,40 @@ async def test_expired_token_closes_the_socket_with_4403(server: LiveServer) -> 
         started = time.monotonic()
         assert await s.closed_with(timeout=10) == 4403
         assert time.monotonic() - started < 3.5
+
+
+async def test_an_event_whose_publish_was_lost_still_arrives(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit whose publish never happened (the writer lost Redis, say) reaches
+    subscribers through the process's log watcher, not only with the next event."""
+    monkeypatch.setattr(live, "IDLE_POLL_SECONDS", 0.2)
+    api = server.api
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    services = api.app.state.services
+
+    async with socket(server.ws_url) as s:
+        await s.init(alice.token)
+        await s.subscribe("1", EVENTS, {"w": ws["id"], "a": None})
+        await api.ok(
+            CREATE_CARD, {"i": {"boardId": board["id"], "title": "published"}}, alice.token
+        )
+        assert (await s.next_data("1"))["workspaceEvents"]["type"] == "card.created"
+
+        async def unpublished(session: AsyncSession) -> None:
+            recorder = Recorder(session, uuid.UUID(alice.id))
+            await recorder.record(
+                uuid.UUID(ws["id"]),
+                "board.renamed",
+                "Board",
+                uuid.UUID(board["id"]),
+                None,
+                [change("name", "Board", "Quiet")],
+            )
+
+        await run_in_transaction(services.db.writer, unpublished)
+        event = (await s.next_data("1", timeout=5))["workspaceEvents"]
+        assert event["type"] == "board.renamed"
+        assert event["changes"] == [{"field": "name", "newValue": "Quiet"}]
