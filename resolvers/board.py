@@ -15,7 +15,7 @@ from resolvers.context import Context
 from resolvers.errors import NotFoundError
 from resolvers.pagination import Page, decode_cursor, page_of, parse_datetime
 from resolvers.unit_of_work import Recorder, change, write
-from resolvers.versions import at_version, conflict, expected
+from resolvers.versions import Expected
 
 CURSOR = "board"
 
@@ -53,16 +53,18 @@ async def rename_board(ctx: Context, id: str, expected_version: str, name: str) 
     user_id = ctx.user_id()
     board_id = validation.entity_id(id, "id")
     name = validation.name(name)
-    guard = expected(ctx.services.db.dialect, expected_version)
-    reload = board_repo.board_by_id
+    version_of = Expected.parse(
+        ctx.services.db.dialect, "Board", expected_version, board_repo.board_by_id
+    )
 
     async def work(session: AsyncSession, events: Recorder) -> Board:
         before = await _board_for_write(session, board_id, user_id)
         old_name = before.name
-        await at_version(session, before, "Board", guard, expected_version, reload)
-        version = await board_repo.rename_board(session, board_id, guard, name)
-        if version is None:
-            raise await conflict(session, "Board", board_id, expected_version, reload)
+        version = await version_of.write(
+            session,
+            before,
+            lambda: board_repo.rename_board(session, board_id, version_of.value, name),
+        )
         await events.record(
             before.workspace_id,
             "board.renamed",
@@ -71,7 +73,7 @@ async def rename_board(ctx: Context, id: str, expected_version: str, name: str) 
             version,
             [change("name", old_name, name)],
         )
-        after = await reload(session, board_id)
+        after = await board_repo.board_by_id(session, board_id)
         assert after is not None
         return after
 
@@ -81,14 +83,15 @@ async def rename_board(ctx: Context, id: str, expected_version: str, name: str) 
 async def delete_board(ctx: Context, id: str, expected_version: str) -> uuid.UUID:
     user_id = ctx.user_id()
     board_id = validation.entity_id(id, "id")
-    guard = expected(ctx.services.db.dialect, expected_version)
-    reload = board_repo.board_by_id
+    version_of = Expected.parse(
+        ctx.services.db.dialect, "Board", expected_version, board_repo.board_by_id
+    )
 
     async def work(session: AsyncSession, events: Recorder) -> uuid.UUID:
         before = await _board_for_write(session, board_id, user_id)
-        await at_version(session, before, "Board", guard, expected_version, reload)
-        if not await board_repo.delete_board(session, board_id, guard):
-            raise await conflict(session, "Board", board_id, expected_version, reload)
+        await version_of.write(
+            session, before, lambda: board_repo.delete_board(session, board_id, version_of.value)
+        )
         await events.record(
             before.workspace_id,
             "board.deleted",

@@ -19,7 +19,7 @@ from resolvers.context import Context
 from resolvers.errors import InvalidInput, NotFoundError, VersionConflictError
 from resolvers.pagination import Page, decode_cursor, page_of, parse_float
 from resolvers.unit_of_work import Recorder, diff, write
-from resolvers.versions import conflict, expected
+from resolvers.versions import Expected, conflict, expected
 
 CURSOR = "card"
 STATUSES = ("TODO", "DOING", "DONE")
@@ -257,15 +257,16 @@ async def move_card(
 async def delete_card(ctx: Context, id: str, expected_version: str) -> uuid.UUID:
     user_id = ctx.user_id()
     card_id = validation.entity_id(id, "id")
-    guard = expected(ctx.services.db.dialect, expected_version)
+    version_of = Expected.parse(
+        ctx.services.db.dialect, "Card", expected_version, card_repo.card_by_id
+    )
 
     async def work(session: AsyncSession, events: Recorder) -> uuid.UUID:
         card = await _card_for_write(session, card_id, user_id)
-        if card.version != guard:
-            raise await conflict(session, "Card", card_id, expected_version, card_repo.card_by_id)
         before = snapshot(card)
-        if not await card_repo.delete_card(session, card_id, guard):
-            raise await conflict(session, "Card", card_id, expected_version, card_repo.card_by_id)
+        await version_of.write(
+            session, card, lambda: card_repo.delete_card(session, card_id, version_of.value)
+        )
         await events.record(
             card.workspace_id,
             "card.deleted",

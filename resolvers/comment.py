@@ -16,7 +16,7 @@ from resolvers.context import Context
 from resolvers.errors import ForbiddenError, NotFoundError
 from resolvers.pagination import Page, decode_cursor, page_of, parse_datetime
 from resolvers.unit_of_work import Recorder, change, write
-from resolvers.versions import at_version, conflict, expected
+from resolvers.versions import Expected
 
 CURSOR = "comment"
 
@@ -77,16 +77,18 @@ async def edit_comment(ctx: Context, id: str, expected_version: str, body: str) 
     user_id = ctx.user_id()
     comment_id = validation.entity_id(id, "id")
     text = _body(body)
-    guard = expected(ctx.services.db.dialect, expected_version)
-    reload = comment_repo.comment_by_id
+    version_of = Expected.parse(
+        ctx.services.db.dialect, "Comment", expected_version, comment_repo.comment_by_id
+    )
 
     async def work(session: AsyncSession, events: Recorder) -> Comment:
         comment = await _own_comment(session, comment_id, user_id, owner_may=False)
         old = comment.body
-        await at_version(session, comment, "Comment", guard, expected_version, reload)
-        version = await comment_repo.edit_comment(session, comment_id, guard, text)
-        if version is None:
-            raise await conflict(session, "Comment", comment_id, expected_version, reload)
+        version = await version_of.write(
+            session,
+            comment,
+            lambda: comment_repo.edit_comment(session, comment_id, version_of.value, text),
+        )
         await events.record(
             comment.workspace_id,
             "comment.edited",
@@ -95,7 +97,7 @@ async def edit_comment(ctx: Context, id: str, expected_version: str, body: str) 
             version,
             [change("body", old, text)],
         )
-        after = await reload(session, comment_id)
+        after = await comment_repo.comment_by_id(session, comment_id)
         assert after is not None
         return after
 
@@ -105,14 +107,17 @@ async def edit_comment(ctx: Context, id: str, expected_version: str, body: str) 
 async def delete_comment(ctx: Context, id: str, expected_version: str) -> uuid.UUID:
     user_id = ctx.user_id()
     comment_id = validation.entity_id(id, "id")
-    guard = expected(ctx.services.db.dialect, expected_version)
-    reload = comment_repo.comment_by_id
+    version_of = Expected.parse(
+        ctx.services.db.dialect, "Comment", expected_version, comment_repo.comment_by_id
+    )
 
     async def work(session: AsyncSession, events: Recorder) -> uuid.UUID:
         comment = await _own_comment(session, comment_id, user_id, owner_may=True)
-        await at_version(session, comment, "Comment", guard, expected_version, reload)
-        if not await comment_repo.delete_comment(session, comment_id, guard):
-            raise await conflict(session, "Comment", comment_id, expected_version, reload)
+        await version_of.write(
+            session,
+            comment,
+            lambda: comment_repo.delete_comment(session, comment_id, version_of.value),
+        )
         await events.record(
             comment.workspace_id,
             "comment.deleted",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,18 +47,31 @@ async def conflict(
     return VersionConflictError(entity_type, current, version_of(current), changed)
 
 
-async def at_version(
-    session: AsyncSession,
-    row: Any,
-    entity_type: str,
-    guard: int | bytes,
-    expected_version: str,
-    reload: Reload,
-) -> None:
-    """Raise the conflict unless `row` (just read) is at the caller's version.
+@dataclass(frozen=True)
+class Expected:
+    """A caller's expectedVersion for one entity, and the guarded writes that use it."""
 
-    The guarded UPDATE decides in the end; checking first means the old values recorded
-    in the event are exactly the ones the caller's version had.
-    """
-    if row.version != guard:
-        raise await conflict(session, entity_type, row.id, expected_version, reload)
+    entity_type: str
+    text: str
+    value: int | bytes
+    reload: Reload
+
+    @classmethod
+    def parse(cls, dialect: str, entity_type: str, text: str, reload: Reload) -> Expected:
+        return cls(entity_type, text, expected(dialect, text), reload)
+
+    async def write(
+        self, session: AsyncSession, row: Any, guarded: Callable[[], Awaitable[R]]
+    ) -> R:
+        """Run `guarded` (an UPDATE/DELETE with `self.value` in its WHERE) on `row`.
+
+        `row`, just read, must be at the caller's version: then the old values the caller
+        records are exactly the ones that version had. The guarded statement decides in
+        the end; nothing back (None or False) means someone wrote first.
+        """
+        if row.version != self.value:
+            raise await conflict(session, self.entity_type, row.id, self.text, self.reload)
+        result = await guarded()
+        if result is None or result is False:
+            raise await conflict(session, self.entity_type, row.id, self.text, self.reload)
+        return result

@@ -15,7 +15,7 @@ from resolvers.access import Role, can_read, require_role
 from resolvers.context import Context
 from resolvers.pagination import Page, decode_cursor, page_of, parse_datetime
 from resolvers.unit_of_work import Recorder, change, write
-from resolvers.versions import at_version, conflict, expected
+from resolvers.versions import Expected
 
 CURSOR = "workspace"
 
@@ -61,24 +61,26 @@ async def rename_workspace(ctx: Context, id: str, expected_version: str, name: s
     workspace_id = validation.entity_id(id, "id")
     name = validation.name(name)
 
-    guard = expected(ctx.services.db.dialect, expected_version)
     reload = workspace_repo.workspace_by_id
+    version_of = Expected.parse(ctx.services.db.dialect, "Workspace", expected_version, reload)
 
     async def work(session: AsyncSession, events: Recorder) -> Workspace:
         await require_role(session, workspace_id, user_id, Role.OWNER, "Workspace")
         before = await reload(session, workspace_id)
         assert before is not None  # members' workspaces exist
-        await at_version(session, before, "Workspace", guard, expected_version, reload)
-        version = await workspace_repo.rename_workspace(session, workspace_id, guard, name)
-        if version is None:
-            raise await conflict(session, "Workspace", workspace_id, expected_version, reload)
+        old_name = before.name
+        version = await version_of.write(
+            session,
+            before,
+            lambda: workspace_repo.rename_workspace(session, workspace_id, version_of.value, name),
+        )
         await events.record(
             workspace_id,
             "workspace.renamed",
             "Workspace",
             workspace_id,
             version,
-            [change("name", before.name, name)],
+            [change("name", old_name, name)],
         )
         after = await reload(session, workspace_id)
         assert after is not None
