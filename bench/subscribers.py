@@ -21,7 +21,11 @@ Usage (from the repository root)::
 `--no-shared-render` makes the server render every subscriber's result itself (the schema
 without `SharedRenderExecutor`), for a side-by-side baseline. `--database-url` and
 `--redis-url` point the server at PostgreSQL and Redis (default: embedded SQLite and the
-in-process broker). The clients are a minimal WebSocket implementation on asyncio
+in-process broker). Experiments that change the server only inside this script:
+`--gc-freeze` (gc.freeze() once the subscriptions are live), `--idle-poll S`
+(resolvers.live.IDLE_POLL_SECONDS); `--burst` starts every subscription at once (a
+reconnect storm); `--profile FILE` writes a cProfile of the publishing phase. Results and
+their discussion: bench/RESULTS.md. The clients are a minimal WebSocket implementation on asyncio
 protocols, timestamping each frame as it is read from the socket, so that client-side
 overhead inflates the latencies as little as Python allows.
 
