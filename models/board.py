@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.paging import page_per_parent
+from models.paging import fetch_all, page_per_parent, select_all
 from models.tables import Board, Card, Comment
 from models.versioning import delete_versioned, insert_versioned, update_versioned
 
@@ -25,8 +26,17 @@ async def board_by_id(session: AsyncSession, board_id: uuid.UUID) -> Board | Non
     return await session.get(Board, board_id, populate_existing=True)
 
 
-async def boards_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Sequence[Board]:
-    return (await session.execute(select(Board).where(Board.id.in_(ids)))).scalars().all()
+async def workspace_of_board(session: AsyncSession, board_id: uuid.UUID) -> uuid.UUID | None:
+    """The workspace the board is in (it never changes), or None when there is no such board."""
+    stmt = select(Board.workspace_id).where(Board.id == board_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def boards_by_ids(
+    session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
+) -> Sequence[Any]:
+    """Boards by id: ORM objects, or plain rows with `rows=True`."""
+    return await fetch_all(session, select_all(Board, rows).where(Board.id.in_(ids)), rows)
 
 
 async def boards_by_workspaces(
@@ -34,7 +44,9 @@ async def boards_by_workspaces(
     workspace_ids: Sequence[uuid.UUID],
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> dict[uuid.UUID, list[Board]]:
+    *,
+    rows: bool = False,
+) -> dict[uuid.UUID, list[Any]]:
     return await page_per_parent(
         session,
         Board,
@@ -43,6 +55,7 @@ async def boards_by_workspaces(
         [Board.created_at, Board.id],
         after,
         limit,
+        rows=rows,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.paging import page_per_parent
+from models.paging import fetch_all, page_per_parent, select_all
 from models.tables import Card, Comment
 from models.versioning import delete_versioned, insert_versioned, update_versioned
 
@@ -22,8 +22,17 @@ async def card_by_id(session: AsyncSession, card_id: uuid.UUID) -> Card | None:
     return await session.get(Card, card_id, populate_existing=True)
 
 
-async def cards_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Sequence[Card]:
-    return (await session.execute(select(Card).where(Card.id.in_(ids)))).scalars().all()
+async def workspace_of_card(session: AsyncSession, card_id: uuid.UUID) -> uuid.UUID | None:
+    """The workspace the card is in (it never changes), or None when there is no such card."""
+    stmt = select(Card.workspace_id).where(Card.id == card_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def cards_by_ids(
+    session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
+) -> Sequence[Any]:
+    """Cards by id: ORM objects, or plain rows with `rows=True`."""
+    return await fetch_all(session, select_all(Card, rows).where(Card.id.in_(ids)), rows)
 
 
 async def cards_by_boards(
@@ -31,9 +40,18 @@ async def cards_by_boards(
     board_ids: Sequence[uuid.UUID],
     after: tuple[float, uuid.UUID] | None,
     limit: int,
-) -> dict[uuid.UUID, list[Card]]:
+    *,
+    rows: bool = False,
+) -> dict[uuid.UUID, list[Any]]:
     return await page_per_parent(
-        session, Card, Card.board_id, board_ids, [Card.position, Card.id], after, limit
+        session,
+        Card,
+        Card.board_id,
+        board_ids,
+        [Card.position, Card.id],
+        after,
+        limit,
+        rows=rows,
     )
 
 

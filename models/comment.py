@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.paging import page_per_parent
+from models.paging import fetch_all, page_per_parent, select_all
 from models.tables import Comment
 from models.versioning import delete_versioned, insert_versioned, update_versioned
 
@@ -23,8 +22,11 @@ async def comment_by_id(session: AsyncSession, comment_id: uuid.UUID) -> Comment
     return await session.get(Comment, comment_id, populate_existing=True)
 
 
-async def comments_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Sequence[Comment]:
-    return (await session.execute(select(Comment).where(Comment.id.in_(ids)))).scalars().all()
+async def comments_by_ids(
+    session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
+) -> Sequence[Any]:
+    """Comments by id: ORM objects, or plain rows with `rows=True`."""
+    return await fetch_all(session, select_all(Comment, rows).where(Comment.id.in_(ids)), rows)
 
 
 async def comments_by_cards(
@@ -32,7 +34,9 @@ async def comments_by_cards(
     card_ids: Sequence[uuid.UUID],
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> dict[uuid.UUID, list[Comment]]:
+    *,
+    rows: bool = False,
+) -> dict[uuid.UUID, list[Any]]:
     return await page_per_parent(
         session,
         Comment,
@@ -41,6 +45,7 @@ async def comments_by_cards(
         [Comment.created_at, Comment.id],
         after,
         limit,
+        rows=rows,
     )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from models.database import session_dialect
-from models.tables import Event, EventStream
+from models.tables import Event, EventStream, Membership
 
 
 async def create_stream(session: AsyncSession, workspace_id: uuid.UUID) -> None:
@@ -193,3 +193,26 @@ async def prune(session: AsyncSession, keep: int) -> int:
         delete(Event).where(Event.seq <= last - keep).execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def read_scope_stmt(workspace_id: uuid.UUID, user_id: uuid.UUID) -> Select[Any]:
+    """The workspace's last seq and the user's role there, in one statement."""
+    role = (
+        select(Membership.role)
+        .where(Membership.workspace_id == workspace_id, Membership.user_id == user_id)
+        .scalar_subquery()
+    )
+    last = (
+        select(EventStream.last_seq)
+        .where(EventStream.workspace_id == workspace_id)
+        .scalar_subquery()
+    )
+    return select(last.label("last_seq"), role.label("role"))
+
+
+async def read_scope(
+    session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[int | None, str | None]:
+    """(last seq, role): None for a workspace without a log, or for a non-member."""
+    row = (await session.execute(read_scope_stmt(workspace_id, user_id))).one()
+    return (None if row.last_seq is None else int(row.last_seq)), row.role

@@ -1,9 +1,14 @@
-"""Keyset pagination, one parent or many at once.
+"""Keyset pagination, one parent or many at once, as ORM objects or as plain rows.
 
 `page_per_parent` fetches the first `limit + 1` rows after a cursor for every parent in a
 single statement (ROW_NUMBER() OVER (PARTITION BY parent …)), which is what lets a
 DataLoader answer "the cards of these 50 boards" with one query. The extra row tells the
 caller whether there is a next page.
+
+Every read here can return plain rows (`rows=True`) instead of ORM objects: the same
+statement, the same columns and values (type processors included) under the same
+attribute names, without the ORM's per-object bookkeeping, which the compiled read path
+(schema/compiled) does not need.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -23,6 +29,25 @@ M = TypeVar("M", bound=Base)
 # SQL Server accepts at most 2100 parameters per request; an IN list of ids is chunked well
 # below that, leaving room for the statement's other parameters.
 MAX_IDS_PER_STATEMENT = 1000
+
+
+def table_of(model: type[Base]) -> Table:
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - every model maps one table
+        raise TypeError(f"{model.__name__} is not mapped to a single table")
+    return table
+
+
+def select_all(model: type[M], rows: bool = False) -> Select[Any]:
+    """SELECT of every column of `model`: ORM objects, or plain rows with `rows=True`."""
+    return select(table_of(model)) if rows else select(model)
+
+
+async def fetch_all(session: AsyncSession, stmt: Select[Any], rows: bool = False) -> Sequence[Any]:
+    """The statement's results: ORM objects, or plain `Row`s with `rows=True`."""
+    result = await session.execute(stmt)
+    found: Sequence[Row[Any]] | Sequence[Any] = result.all() if rows else result.scalars().all()
+    return found
 
 
 def after_key(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
@@ -42,7 +67,8 @@ def page_per_parent_stmt(
     after: Sequence[Any] | None,
     limit: int,
     where: Sequence[ColumnElement[bool]] = (),
-) -> Select[M]:
+    rows: bool = False,
+) -> Select[Any]:
     """The statement behind `page_per_parent`: ranked per parent in a subquery, then cut."""
     if limit < 0:
         raise ValueError("limit must not be negative")
@@ -50,11 +76,14 @@ def page_per_parent_stmt(
     if after is not None:
         conditions.append(after_key(order, after))
     rank = func.row_number().over(partition_by=parent, order_by=list(order)).label("rank")
-    ranked = select(model, rank).where(*conditions).subquery()
-    row = aliased(model, ranked)
-    return (
-        select(row).where(ranked.c.rank <= limit + 1).order_by(ranked.c[parent.key], ranked.c.rank)
-    )
+    if rows:
+        columns = table_of(model).c
+        ranked = select(*columns, rank).where(*conditions).subquery()
+        picked: Select[Any] = select(*(ranked.c[column.key] for column in columns))
+    else:
+        ranked = select(model, rank).where(*conditions).subquery()
+        picked = select(aliased(model, ranked))
+    return picked.where(ranked.c.rank <= limit + 1).order_by(ranked.c[parent.key], ranked.c.rank)
 
 
 async def page_per_parent(
@@ -66,17 +95,18 @@ async def page_per_parent(
     after: Sequence[Any] | None,
     limit: int,
     where: Sequence[ColumnElement[bool]] = (),
-) -> dict[Any, list[M]]:
+    rows: bool = False,
+) -> dict[Any, list[Any]]:
     """Up to `limit + 1` rows of `model` per parent id, ordered by `order`, after `after`.
 
     One statement per `MAX_IDS_PER_STATEMENT` parents (one statement for any DataLoader
     batch of ordinary size): SQL Server refuses more than 2100 parameters in a request.
     """
-    pages: dict[Any, list[M]] = defaultdict(list)
+    pages: dict[Any, list[Any]] = defaultdict(list)
     unique = list(dict.fromkeys(parent_ids))
     for start in range(0, len(unique), MAX_IDS_PER_STATEMENT):
         chunk = unique[start : start + MAX_IDS_PER_STATEMENT]
-        stmt = page_per_parent_stmt(model, parent, chunk, order, after, limit, where)
-        for item in (await session.execute(stmt)).scalars():
+        stmt = page_per_parent_stmt(model, parent, chunk, order, after, limit, where, rows)
+        for item in await fetch_all(session, stmt, rows):
             pages[getattr(item, parent.key)].append(item)
     return pages

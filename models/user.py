@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import new_id, utcnow
+from models.paging import fetch_all, select_all
 from models.tables import RefreshToken, User
 
 
@@ -28,8 +30,11 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
     return (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
 
 
-async def users_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Sequence[User]:
-    return (await session.execute(select(User).where(User.id.in_(ids)))).scalars().all()
+async def users_by_ids(
+    session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
+) -> Sequence[Any]:
+    """Users by id: ORM objects, or plain rows with `rows=True`."""
+    return await fetch_all(session, select_all(User, rows).where(User.id.in_(ids)), rows)
 
 
 async def store_refresh_token(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import new_id
-from models.paging import after_key
+from models.paging import after_key, fetch_all, select_all
 from models.tables import EventStream, Membership, Workspace
 from models.versioning import insert_versioned, update_versioned
 
@@ -23,8 +24,11 @@ async def workspace_by_id(session: AsyncSession, workspace_id: uuid.UUID) -> Wor
     return await session.get(Workspace, workspace_id, populate_existing=True)
 
 
-async def workspaces_by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Sequence[Workspace]:
-    return (await session.execute(select(Workspace).where(Workspace.id.in_(ids)))).scalars().all()
+async def workspaces_by_ids(
+    session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
+) -> Sequence[Any]:
+    """Workspaces by id: ORM objects, or plain rows with `rows=True`."""
+    return await fetch_all(session, select_all(Workspace, rows).where(Workspace.id.in_(ids)), rows)
 
 
 async def rename_workspace(
@@ -82,14 +86,15 @@ async def memberships_of_user(
 
 
 async def memberships_by_workspaces(
-    session: AsyncSession, workspace_ids: Sequence[uuid.UUID]
-) -> Sequence[Membership]:
+    session: AsyncSession, workspace_ids: Sequence[uuid.UUID], *, rows: bool = False
+) -> Sequence[Any]:
+    """Memberships of the workspaces in joining order: ORM objects, or rows with `rows=True`."""
     stmt = (
-        select(Membership)
+        select_all(Membership, rows)
         .where(Membership.workspace_id.in_(workspace_ids))
         .order_by(Membership.workspace_id, Membership.created_at, Membership.id)
     )
-    return (await session.execute(stmt)).scalars().all()
+    return await fetch_all(session, stmt, rows)
 
 
 async def set_role(session: AsyncSession, membership_id: uuid.UUID, role: str) -> Membership:

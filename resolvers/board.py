@@ -13,11 +13,10 @@ from resolvers import validation
 from resolvers.access import Role, can_read, require_role
 from resolvers.context import Context
 from resolvers.errors import NotFoundError
-from resolvers.pagination import Page, decode_cursor, page_of, parse_datetime
+from resolvers.lists import BOARDS
+from resolvers.pagination import Page
 from resolvers.unit_of_work import Recorder, change, write
 from resolvers.versions import Expected
-
-CURSOR = "board"
 
 
 async def _board_for_write(session: AsyncSession, board_id: uuid.UUID, user_id: uuid.UUID) -> Board:
@@ -120,7 +119,6 @@ async def boards_of(
     ctx: Context, workspace_id: uuid.UUID, first: int | None, after: str | None
 ) -> Page[Board]:
     """A page of a workspace's boards; the caller already proved it may read the workspace."""
-    first = validation.page_size(first)
-    key = None if after is None else decode_cursor(CURSOR, after, [parse_datetime, uuid.UUID])
-    rows = await ctx.loaders.boards_by_workspace.load((workspace_id, first, key))
-    return page_of(rows, first, CURSOR, lambda b: (b.created_at, b.id))
+    size, key = BOARDS.request(first, after)
+    rows = await ctx.loaders.boards_by_workspace.load((workspace_id, size, key))
+    return BOARDS.page(rows, size)

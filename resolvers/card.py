@@ -17,11 +17,11 @@ from resolvers import validation
 from resolvers.access import Role, can_read, require_role
 from resolvers.context import Context
 from resolvers.errors import InvalidInput, NotFoundError, VersionConflictError
-from resolvers.pagination import Page, decode_cursor, page_of, parse_float
+from resolvers.lists import CARDS
+from resolvers.pagination import Page
 from resolvers.unit_of_work import Recorder, diff, write
 from resolvers.versions import Expected, conflict, expected
 
-CURSOR = "card"
 STATUSES = ("TODO", "DOING", "DONE")
 # GraphQL field (as in events and conflicts) -> column.
 COLUMNS = {
@@ -294,7 +294,6 @@ async def card(ctx: Context, id: str) -> Card | None:
 async def cards_of(
     ctx: Context, board_id: uuid.UUID, first: int | None, after: str | None
 ) -> Page[Card]:
-    first = validation.page_size(first)
-    key = None if after is None else decode_cursor(CURSOR, after, [parse_float, uuid.UUID])
-    rows = await ctx.loaders.cards_by_board.load((board_id, first, key))
-    return page_of(rows, first, CURSOR, lambda c: (c.position, c.id))
+    size, key = CARDS.request(first, after)
+    rows = await ctx.loaders.cards_by_board.load((board_id, size, key))
+    return CARDS.page(rows, size)

@@ -14,11 +14,10 @@ from resolvers import validation
 from resolvers.access import Role, require_role
 from resolvers.context import Context
 from resolvers.errors import ForbiddenError, NotFoundError
-from resolvers.pagination import Page, decode_cursor, page_of, parse_datetime
+from resolvers.lists import COMMENTS
+from resolvers.pagination import Page
 from resolvers.unit_of_work import Recorder, change, write
 from resolvers.versions import Expected
-
-CURSOR = "comment"
 
 
 def _body(value: str) -> str:
@@ -134,7 +133,6 @@ async def delete_comment(ctx: Context, id: str, expected_version: str) -> uuid.U
 async def comments_of(
     ctx: Context, card_id: uuid.UUID, first: int | None, after: str | None
 ) -> Page[Comment]:
-    first = validation.page_size(first)
-    key = None if after is None else decode_cursor(CURSOR, after, [parse_datetime, uuid.UUID])
-    rows = await ctx.loaders.comments_by_card.load((card_id, first, key))
-    return page_of(rows, first, CURSOR, lambda c: (c.created_at, c.id))
+    size, key = COMMENTS.request(first, after)
+    rows = await ctx.loaders.comments_by_card.load((card_id, size, key))
+    return COMMENTS.page(rows, size)

@@ -29,6 +29,7 @@ from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
+from server.response_cache import response_cache
 from server.settings import Settings, load_settings
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
@@ -81,9 +82,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
             lambda: ErrorCodes(debug=settings.debug),
         ]
     )
+    cache = (
+        response_cache(
+            settings.redis_url,
+            max_bytes=settings.response_cache_max_bytes,
+            ttl=settings.response_cache_ttl_seconds,
+            max_entry_bytes=settings.max_body_bytes * 8,
+        )
+        if settings.response_cache and settings.compiled_reads
+        else None
+    )
     graphql = ConcordGraphQL(
         schema,
         services,
+        compiled_reads=settings.compiled_reads,
+        cache=cache,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
     )
@@ -118,6 +131,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if services.presence is not None:
                 await services.presence.aclose()
+            if cache is not None:
+                await cache.aclose()
             await services.broker.disconnect()
             await services.db.dispose()
 

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     ws_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
     subscriber_queue_size: int = Field(default=1000, ge=1)
 
+    # Reads: the compiled path for the contract's queries, and the response cache.
+    compiled_reads: bool = True
+    response_cache: bool = True
+    response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    response_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+
     log_level: str = "INFO"
     debug: bool = False
 
