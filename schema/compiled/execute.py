@@ -58,6 +58,8 @@ class Run:
     async def render(self, selection: Selection, rows: list[Any]) -> list[dict[str, Any]]:
         if not rows:
             return []
+        if not selection.fields:  # everything skipped by @skip/@include
+            return [{} for _ in rows]
         columns = [await field.source.column(field, rows, self) for field in selection.fields]
         keys = [field.key for field in selection.fields]
         return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]

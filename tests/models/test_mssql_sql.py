@@ -37,6 +37,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import CallableColumnDefault
 
 from models import board, card, comment, user, workspace
+from models import event as event_store
 from models.base import Base
 from models.event import append_stmt, bump_seq_stmt, read_seq_stmt
 from models.migrate import offline_sql
@@ -262,6 +263,16 @@ READS: dict[str, Callable[[AsyncSession], Awaitable[Any]]] = {
     "cards_by_boards_after": lambda s: card.cards_by_boards(s, [ID_1, ID_2], (1.5, ID_3), 50),
     "comments_by_cards": lambda s: comment.comments_by_cards(s, [ID_1, ID_2], None, 10),
     "memberships_by_workspaces": lambda s: workspace.memberships_by_workspaces(s, [ID_1, ID_2]),
+    # The compiled read path: the same selects as plain rows, and what a cached read
+    # depends on.
+    "users_by_ids_rows": lambda s: user.users_by_ids(s, [ID_1, ID_2], rows=True),
+    "cards_by_boards_rows": lambda s: card.cards_by_boards(s, [ID_1], (1.5, ID_3), 50, rows=True),
+    "comments_by_cards_rows": lambda s: comment.comments_by_cards(s, [ID_1], None, 10, rows=True),
+    "memberships_by_workspaces_rows": lambda s: workspace.memberships_by_workspaces(
+        s, [ID_1], rows=True
+    ),
+    "read_scope": lambda s: event_store.read_scope(s, ID_1, ID_2),
+    "workspace_of_card": lambda s: card.workspace_of_card(s, ID_1),
 }
 
 

@@ -1,0 +1,116 @@
+"""The response cache never serves an answer older than the last commit, in any process.
+
+Two app instances share the database and, through Redis, the cache: a write through one
+is visible at once through the other, because the key carries the workspace's sequence
+number read before the data. Memberships count too: a removed member's cached answer
+is not theirs any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from server.response_cache import MemoryStore
+from tests.api import Api, empty_tables, running_app, settings_for
+from tests.services import redis_url, unavailable
+
+pytestmark = [pytest.mark.redis]
+
+BOARD = (
+    """query($id: ID!) { board(id: $id) { name cards(first: 10) { nodes { title version } } } }"""
+)
+RENAME = """mutation($i: UpdateCardInput!) { updateCard(input: $i) {
+  __typename ... on CardPayload { card { version } } } }"""
+REMOVE = """mutation($i: RemoveMemberInput!) { removeMember(input: $i) { __typename } }"""
+
+
+def lookups(result: str) -> float:
+    value = REGISTRY.get_sample_value("concord_response_cache_total", {"result": result})
+    return value or 0.0
+
+
+@pytest.fixture
+async def two(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Api, Api]]:
+    url = redis_url()
+    client = Redis.from_url(url)
+    try:
+        await client.ping()
+    except Exception as exc:
+        unavailable(f"Redis at {url} is unreachable: {exc!r}")
+    finally:
+        await client.aclose()
+    await empty_tables(database_url)
+    one = settings_for(database_url, tmp_path / "one", redis_url=url)
+    other = settings_for(database_url, tmp_path / "other", redis_url=url)
+    async with running_app(one) as writer, running_app(other) as reader:
+        yield writer, reader
+
+
+async def test_a_write_through_one_process_is_read_at_once_through_another(
+    two: tuple[Api, Api],
+) -> None:
+    writer, reader = two
+    owner = await writer.register()
+    ws = await writer.workspace(owner)
+    board = await writer.board(owner, ws["id"], "Plan")
+    card = await writer.card(owner, board["id"], "t0")
+    version = card["version"]
+    await reader.ok(BOARD, {"id": board["id"]}, owner.token)  # the general path learns it
+
+    for i in range(1, 16):
+        hits, misses = lookups("hit"), lookups("miss")
+        first = await reader.ok(BOARD, {"id": board["id"]}, owner.token)
+        again = await reader.ok(BOARD, {"id": board["id"]}, owner.token)
+        assert first == again
+        assert first["board"]["cards"]["nodes"] == [{"title": f"t{i - 1}", "version": version}]
+        # The first read after a write cannot reuse anything; the second one does.
+        assert (lookups("miss") - misses, lookups("hit") - hits) == (1, 1)
+
+        data = await writer.ok(
+            RENAME,
+            {"i": {"id": card["id"], "expectedVersion": version, "title": f"t{i}"}},
+            owner.token,
+        )
+        version = data["updateCard"]["card"]["version"]
+
+    final = await reader.ok(BOARD, {"id": board["id"]}, owner.token)
+    assert final["board"]["cards"]["nodes"] == [{"title": "t15", "version": version}]
+
+
+async def test_a_removed_member_no_longer_gets_the_cached_answer(two: tuple[Api, Api]) -> None:
+    writer, reader = two
+    owner = await writer.register()
+    member = await writer.register()
+    ws = await writer.workspace(owner)
+    await writer.add_member(owner, ws["id"], member, "VIEWER")
+    board = await writer.board(owner, ws["id"], "Plan")
+    for _ in range(3):  # learned, then cached for the member
+        seen = await reader.ok(BOARD, {"id": board["id"]}, member.token)
+        assert seen["board"]["name"] == "Plan"
+
+    removed = await writer.ok(
+        REMOVE, {"i": {"workspaceId": ws["id"], "userId": member.id}}, owner.token
+    )
+    assert removed["removeMember"]["__typename"] == "DeletePayload", removed
+    assert await reader.ok(BOARD, {"id": board["id"]}, member.token) == {"board": None}
+    assert (await reader.ok(BOARD, {"id": board["id"]}, owner.token))["board"]["name"] == "Plan"
+
+
+async def test_the_in_process_store_stays_within_its_bytes_and_ttl() -> None:
+    store = MemoryStore(max_bytes=100, ttl=60.0)
+    for i in range(10):
+        await store.set(f"k{i}", bytes(30))
+    kept = [i for i in range(10) if await store.get(f"k{i}") is not None]
+    assert kept == [7, 8, 9]  # the three most recent fit in 100 bytes
+    await store.set("huge", bytes(101))
+    assert await store.get("huge") is None
+
+    expired = MemoryStore(max_bytes=100, ttl=60.0)
+    await expired.set("k", b"v")
+    expired._now = lambda: float("inf")
+    assert await expired.get("k") is None
