@@ -74,6 +74,19 @@ def make_engine(
     return create_async_engine(parsed, **kwargs)
 
 
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for reads: on PostgreSQL without BEGIN and ROLLBACK around them.
+
+    Every read session runs statements that each stand alone (a DataLoader batch, a page of
+    the log), and under READ COMMITTED each statement takes its own snapshot anyway, so a
+    transaction around them adds two round trips and buys no consistency. The engine shares
+    the pool with `engine`; connections go back to it with their isolation level reset.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
 class Database:
     """The primary and the read engine with their session factories."""
 
@@ -88,11 +101,11 @@ class Database:
             self.read_engine = self.write_engine
         self.has_replica = bool(read_url and read_url != write_url)
         self.writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
-        self.reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.reader = async_sessionmaker(_autocommit(self.read_engine), expire_on_commit=False)
         # Reads that must see every commit (the event log behind live streams, reads right
         # after the caller's own write): the primary, without SQLite's write lock.
         self.primary_reader = (
-            async_sessionmaker(self.write_engine, expire_on_commit=False)
+            async_sessionmaker(_autocommit(self.write_engine), expire_on_commit=False)
             if self.has_replica
             else self.reader
         )

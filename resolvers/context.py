@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.backend import KnownUsers, Viewer
 from auth.tokens import TokenConfig
 from models.database import Database
 from resolvers.errors import Unauthenticated
-from resolvers.loaders import Loaders
+from resolvers.loaders import Loaders, Sessions, borrowed
 from subscriptions.broker import Broker
 from subscriptions.presence import PresenceStore
 
@@ -44,7 +45,7 @@ class Context:
     connection_params: dict[str, Any] | None = None
 
     # Where this request reads (the replica, or the primary to see the caller's writes).
-    reader: async_sessionmaker[AsyncSession] | None = None
+    reader: Sessions | None = None
 
     @classmethod
     def create(
@@ -53,15 +54,21 @@ class Context:
         viewer: Viewer | None,
         request: Any = None,
         response: Any = None,
-        reader: async_sessionmaker[AsyncSession] | None = None,
+        reader: Sessions | None = None,
     ) -> Context:
         reads = reader or services.db.reader
         loaders = Loaders(reads, viewer.user_id if viewer else None)
         return cls(services, viewer, loaders, request, response, reader=reads)
 
-    def reads(self) -> AsyncSession:
+    def reads(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A session for this request's reads."""
         return (self.reader or self.services.db.reader)()
+
+    def sharing(self, session: AsyncSession) -> Context:
+        """The same caller with loaders and reads that all go through `session`."""
+        return Context.create(
+            self.services, self.viewer, self.request, self.response, borrowed(session)
+        )
 
     def user_id(self) -> uuid.UUID:
         """The caller's id; Unauthenticated for anonymous callers."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from models import board as board_repo
@@ -30,9 +31,24 @@ V = TypeVar("V")
 # (parent id, first, sort key after which to start or None)
 PageKey = tuple[uuid.UUID, int, tuple[Any, ...] | None]
 PageRows = list[Any]
-Sessions = async_sessionmaker[AsyncSession]
+# Where a batch reads: a session factory (`async_sessionmaker`), or a borrowed session.
+Sessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 # SQL Server takes at most 2,100 parameters per statement; one id is one parameter.
 MAX_BATCH = MAX_IDS_PER_STATEMENT
+
+
+def borrowed(session: AsyncSession) -> Sessions:
+    """Batches that all read through `session`, which stays open (its owner closes it).
+
+    Only for a caller that runs its reads one after another, as the compiled read path
+    does: a session runs one statement at a time.
+    """
+
+    @asynccontextmanager
+    async def lend() -> AsyncIterator[AsyncSession]:
+        yield session
+
+    return lend
 
 
 def _by_id(

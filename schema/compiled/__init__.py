@@ -153,7 +153,10 @@ class CompiledReads:
         """The `data` of the response, or None when the general path must answer."""
         try:
             async with ctx.reads() as session:
-                (data,) = await Run(ctx, session, variables).render(plan, [ROOT])
+                # One connection for the whole answer, root resolvers included: the plan
+                # runs its reads one after another.
+                run = Run(ctx.sharing(session), session, variables)
+                (data,) = await run.render(plan, [ROOT])
         except Exception as exc:
             log.debug("compiled read abandoned", extra={"reason": repr(exc)})
             COMPILED_READS.labels("abandoned").inc()

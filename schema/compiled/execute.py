@@ -61,8 +61,7 @@ class Run:
         if not selection.fields:  # everything skipped by @skip/@include
             return [{} for _ in rows]
         columns = [await field.source.column(field, rows, self) for field in selection.fields]
-        keys = [field.key for field in selection.fields]
-        return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+        return list(map(selection.build, *columns))
 
     async def objects(
         self, field: PlannedField, values: list[Any], many: bool = False

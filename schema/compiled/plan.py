@@ -10,7 +10,7 @@ the compiled path does not know) gets no plan, and the general executor answers 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,21 @@ class Selection:
 
     type_name: str
     fields: list[PlannedField] = field(default_factory=list)
+    _build: Callable[..., dict[str, Any]] | None = None
+
+    @property
+    def build(self) -> Callable[..., dict[str, Any]]:
+        """A function of one value per field that returns the object, keys in plan order.
+
+        Generated once per selection: a dict display is about three times faster than
+        `dict(zip(keys, values))`, and a nested answer builds thousands of objects. Keys
+        are GraphQL names (`[_A-Za-z][_0-9A-Za-z]*`), so `repr` spells them safely.
+        """
+        if self._build is None:
+            names = [f"v{i}" for i in range(len(self.fields))]
+            items = ", ".join(f"{f.key!r}: {n}" for f, n in zip(self.fields, names, strict=True))
+            self._build = eval(f"lambda {', '.join(names)}: {{{items}}}")
+        return self._build
 
 
 def inclusion_variables(document_nodes: Iterable[Any]) -> tuple[str, ...]:
