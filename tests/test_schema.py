@@ -11,7 +11,8 @@ from graphql import find_breaking_changes
 from schema import build_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACT = ROOT.parent / "shared" / "contract.graphql"
+# The contract clients rely on, kept in the repo as the project's own file.
+CONTRACT = ROOT / "contract.graphql"
 COMMITTED = ROOT / "schema.graphql"
 
 
