@@ -150,6 +150,12 @@ async def list_entity_events(
     return (await session.execute(stmt)).scalars().all()
 
 
+async def entity_workspace(session: AsyncSession, entity_id: uuid.UUID) -> uuid.UUID | None:
+    """The workspace whose log records the entity, or None when no event of it is kept."""
+    stmt = select(Event.workspace_id).where(Event.entity_id == entity_id).limit(1)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def changed_fields_since(
     session: AsyncSession, entity_id: uuid.UUID, version: str
 ) -> list[str]:

@@ -60,3 +60,9 @@ class Unauthenticated(DomainError):
     """No access token; only register, login and refreshToken are open to anonymous callers."""
 
     code = "UNAUTHENTICATED"
+
+
+class CursorExpired(DomainError):
+    """The cursor points before the oldest event the server still keeps (pruned)."""
+
+    code = "CURSOR_EXPIRED"
