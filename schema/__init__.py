@@ -30,8 +30,8 @@ def build_schema(
 ) -> strawberry.Schema:
     from schema.board import Board
     from schema.card import Card
-    from schema.documents import OperationNameRequired
     from schema.comment import Comment
+    from schema.documents import OperationNameRequired
     from schema.mutation import Mutation
     from schema.query import Query
     from schema.subscription import SharedRenderExecutor, Subscription

@@ -74,7 +74,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     tokens = token_config(settings)
     broker = broker_from_url(settings.redis_url)
     services = Services(
-        db=Database(settings.write_url, settings.read_url),
+        db=Database(
+            settings.write_url,
+            settings.read_url,
+            lock_timeout=settings.database_lock_timeout_seconds,
+        ),
         broker=broker,
         tokens=tokens,
         presence=presence_from_url(settings.redis_url, broker),

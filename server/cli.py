@@ -86,7 +86,7 @@ def _prune_events(args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def run() -> int:
-        db = Database(settings.write_url)
+        db = Database(settings.write_url, lock_timeout=settings.database_lock_timeout_seconds)
         try:
             return await run_in_transaction(db.writer, lambda session: prune(session, args.keep))
         finally:
