@@ -18,6 +18,7 @@ A `Database` holds a write engine (the primary) and a read engine (a replica whe
 
 from __future__ import annotations
 
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,12 @@ def lock_timeout_sql(seconds: float) -> str:
 
 
 def _mssql_engine(url: URL, *, pool: bool, lock_timeout: float) -> AsyncEngine:
+    executor = ThreadPoolExecutor(max_workers=ODBC_THREADS, thread_name_prefix="concord-odbc")
     kwargs: dict[str, Any] = {
         "isolation_level": "READ COMMITTED",
         "use_insertmanyvalues": False,
         # Passed on to aioodbc.connect, which runs every pyodbc call of the connection on it.
-        "connect_args": {
-            "executor": ThreadPoolExecutor(
-                max_workers=ODBC_THREADS, thread_name_prefix="concord-odbc"
-            )
-        },
+        "connect_args": {"executor": executor},
     }
     if pool:
         kwargs.update(
@@ -94,6 +92,8 @@ def _mssql_engine(url: URL, *, pool: bool, lock_timeout: float) -> AsyncEngine:
     else:
         kwargs.update(poolclass=NullPool)
     engine = create_async_engine(url, **kwargs)
+    # The threads end with the engine (short-lived engines come and go in tools and tests).
+    weakref.finalize(engine.sync_engine, executor.shutdown, wait=False)
     setting = lock_timeout_sql(lock_timeout)
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -8,6 +8,7 @@ holder never got one to COMMIT), and every connection bounds its lock waits.
 
 from __future__ import annotations
 
+import gc
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -73,6 +74,10 @@ async def test_odbc_connections_get_an_executor_with_a_thread_for_each(pool: boo
         # More threads than connections: a lock holder always finds one free to COMMIT.
         assert ODBC_THREADS > engine.pool.size() + engine.pool._max_overflow
         assert engine.pool.size() + engine.pool._max_overflow == 15
+    # The threads go with the engine: tools and tests create many short-lived engines.
+    del engine, _capture
+    gc.collect()
+    assert executor._shutdown
 
 
 async def test_every_odbc_connection_bounds_its_lock_waits() -> None:
