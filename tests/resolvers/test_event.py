@@ -180,3 +180,48 @@ async def test_card_history_after_a_cursor_is_not_readable_by_outsiders(api: Api
     ]["edges"]
     answer = await api(HISTORY_AFTER, {"c": card["id"], "a": history[-1]["cursor"]}, mallory.token)
     assert [e["extensions"]["code"] for e in answer["errors"]] == ["NOT_FOUND"]
+
+
+async def test_merge_from_a_pruned_version_is_a_conflict_not_an_overwrite(api: Api) -> None:
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    card = await api.card(alice, board["id"], "Draft")
+    update = """mutation($i: UpdateCardInput!) { updateCard(input: $i) {
+        __typename ... on CardPayload { card { version title } }
+        ... on VersionConflict { changedFields } } }"""
+    # Someone renames the card: the log records the title change at the next version.
+    renamed = await api.ok(
+        update,
+        {"i": {"id": card["id"], "expectedVersion": card["version"], "title": "Renamed"}},
+        alice.token,
+    )
+    version = renamed["updateCard"]["card"]["version"]
+    for n in range(3):
+        moved = await api.ok(
+            update,
+            {"i": {"id": card["id"], "expectedVersion": version, "description": f"d{n}"}},
+            alice.token,
+        )
+        version = moved["updateCard"]["card"]["version"]
+    await _prune(api, keep=2)  # the creation and the rename are gone from the log
+
+    # An editor still holding the first version edits the title with MERGE: the rename
+    # since then is no longer in the log, so the edit cannot be shown to be disjoint.
+    stale = await api.ok(
+        update,
+        {
+            "i": {
+                "id": card["id"],
+                "expectedVersion": card["version"],
+                "title": "Mine",
+                "onConflict": "MERGE",
+            }
+        },
+        alice.token,
+    )
+    assert stale["updateCard"]["__typename"] == "VersionConflict", stale
+    current = await api.ok(
+        "query($id: ID!) { card(id: $id) { title } }", {"id": card["id"]}, alice.token
+    )
+    assert current["card"]["title"] == "Renamed"
