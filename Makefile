@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # unixODBC reads its driver list from here (written by scripts/install-odbc-driver).
 export ODBCSYSINI ?= $(CURDIR)/$(VENV)/etc/odbc
 
-.PHONY: serve test install bench
+.PHONY: serve test install
 
 $(BIN)/concord: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)

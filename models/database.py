@@ -8,10 +8,18 @@ A `Database` holds a write engine (the primary) and a read engine (a replica whe
   once with SQLITE_BUSY), so writers take the lock when they begin.
 * SQL Server: `READ COMMITTED` named explicitly (SQLAlchemy otherwise queries the default,
   which fails on SQL Server-compatible engines) and no "insertmanyvalues" bulk form.
+  aioodbc runs every blocking pyodbc call in a thread pool; each engine gets one of its
+  own, with a thread for every connection its pool may open. On asyncio's default pool
+  (min(32, cores + 4) threads) transactions waiting on a row lock could hold every thread,
+  and the lock holder would never get one to COMMIT: the whole process hung. A bounded
+  `LOCK_TIMEOUT` on every connection turns a long lock wait into error 1222, which
+  `run_in_transaction` retries.
 """
 
 from __future__ import annotations
 
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +59,79 @@ def _sqlite_engine(url: URL, *, writer: bool, busy_timeout: float) -> AsyncEngin
     return engine
 
 
+# SQL Server's connection pool (SQLAlchemy's defaults, named because the driver's thread
+# pool is sized from them).
+MSSQL_POOL_SIZE = 5
+MSSQL_MAX_OVERFLOW = 10
+# Threads beyond one per pooled connection: a connection being closed after it was
+# invalidated no longer counts against the pool but may still be running its close.
+ODBC_SPARE_THREADS = 4
+# Every connection runs one driver call at a time, so this many threads always leave one
+# free for a connection that has work, such as the COMMIT that releases a lock. Engines
+# without a pool (migrations, the CLI, test set-up) use a connection or two at a time.
+ODBC_THREADS = MSSQL_POOL_SIZE + MSSQL_MAX_OVERFLOW + ODBC_SPARE_THREADS
+
+
+def lock_timeout_sql(seconds: float) -> str:
+    """The session setting that bounds every lock wait (SQL Server's default is forever)."""
+    return f"SET LOCK_TIMEOUT {round(seconds * 1000)}"
+
+
+def _mssql_engine(url: URL, *, pool: bool, lock_timeout: float) -> AsyncEngine:
+    executor = ThreadPoolExecutor(max_workers=ODBC_THREADS, thread_name_prefix="concord-odbc")
+    kwargs: dict[str, Any] = {
+        "isolation_level": "READ COMMITTED",
+        "use_insertmanyvalues": False,
+        # Passed on to aioodbc.connect, which runs every pyodbc call of the connection on it.
+        "connect_args": {"executor": executor},
+    }
+    if pool:
+        kwargs.update(
+            pool_pre_ping=True, pool_size=MSSQL_POOL_SIZE, max_overflow=MSSQL_MAX_OVERFLOW
+        )
+    else:
+        kwargs.update(poolclass=NullPool)
+    engine = create_async_engine(url, **kwargs)
+    # The threads end with the engine (short-lived engines come and go in tools and tests).
+    weakref.finalize(engine.sync_engine, executor.shutdown, wait=False)
+    setting = lock_timeout_sql(lock_timeout)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # A session setting: it stays for the connection's life in the pool.
+        cursor = dbapi_connection.cursor()
+        cursor.execute(setting)
+        cursor.close()
+
+    return engine
+
+
 def make_engine(
-    url: str | URL, *, writer: bool = True, pool: bool = True, busy_timeout: float = 30.0
+    url: str | URL,
+    *,
+    writer: bool = True,
+    pool: bool = True,
+    busy_timeout: float = 30.0,
+    lock_timeout: float = 5.0,
 ) -> AsyncEngine:
     """An engine for `url`, configured for its dialect.
 
     `busy_timeout` (SQLite only): seconds a writer waits for another connection's write lock
-    before failing with "database is locked" (a transient error, retried by
-    `run_in_transaction`).
+    before failing with "database is locked". `lock_timeout` (SQL Server only): seconds a
+    statement waits for a row or table lock before failing with error 1222. Both are
+    transient errors, retried by `run_in_transaction`.
     """
-    if busy_timeout < 0:
-        raise ValueError("busy_timeout must not be negative")
+    if busy_timeout < 0 or lock_timeout <= 0:
+        raise ValueError("busy_timeout must not be negative, lock_timeout must be positive")
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, writer=writer, busy_timeout=busy_timeout)
+    if backend == "mssql":
+        return _mssql_engine(parsed, pool=pool, lock_timeout=lock_timeout)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if not pool:
         kwargs = {"poolclass": NullPool}
-    if backend == "mssql":
-        kwargs.update(isolation_level="READ COMMITTED", use_insertmanyvalues=False)
     return create_async_engine(parsed, **kwargs)
 
 
@@ -90,10 +151,12 @@ def _autocommit(engine: AsyncEngine) -> AsyncEngine:
 class Database:
     """The primary and the read engine with their session factories."""
 
-    def __init__(self, write_url: str, read_url: str | None = None) -> None:
-        self.write_engine = make_engine(write_url, writer=True)
+    def __init__(
+        self, write_url: str, read_url: str | None = None, *, lock_timeout: float = 5.0
+    ) -> None:
+        self.write_engine = make_engine(write_url, writer=True, lock_timeout=lock_timeout)
         if read_url and read_url != write_url:
-            self.read_engine = make_engine(read_url, writer=False)
+            self.read_engine = make_engine(read_url, writer=False, lock_timeout=lock_timeout)
         elif self.write_engine.dialect.name == "sqlite":
             # Readers of the same file must not take the write lock.
             self.read_engine = make_engine(write_url, writer=False)

@@ -150,6 +150,26 @@ async def list_entity_events(
     return (await session.execute(stmt)).scalars().all()
 
 
+async def entity_workspace(session: AsyncSession, entity_id: uuid.UUID) -> uuid.UUID | None:
+    """The workspace whose log records the entity, or None when no event of it is kept."""
+    stmt = select(Event.workspace_id).where(Event.entity_id == entity_id).limit(1)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def version_recorded(session: AsyncSession, entity_id: uuid.UUID, version: str) -> bool:
+    """Whether the kept log holds the event that gave the entity `version`.
+
+    False for a version the log never recorded and for one whose event was pruned: then
+    the changes since that version are not all known.
+    """
+    stmt = (
+        select(Event.seq)
+        .where(Event.entity_id == entity_id, Event.entity_version == version)
+        .limit(1)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
 async def changed_fields_since(
     session: AsyncSession, entity_id: uuid.UUID, version: str
 ) -> list[str]:

@@ -166,7 +166,9 @@ async def _apply(
             )
             if not merge or not isinstance(failure, VersionConflictError):
                 raise failure
-            if set(failure.changed_fields) & set(requested):
+            if not failure.changes_known or set(failure.changed_fields) & set(requested):
+                # Overlapping, or not provably disjoint (the caller's version was pruned
+                # from the log, or never recorded): merging could overwrite a change.
                 raise failure
         before = snapshot(card)
         changes = diff(before, {k: _plain(k, v) for k, v in requested.items()})

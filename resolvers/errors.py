@@ -44,7 +44,15 @@ class VersionConflictError(DomainError):
 
     code = "VERSION_CONFLICT"
 
-    def __init__(self, entity_type: str, current: Any, current_version: str, changed: list[str]):
+    def __init__(
+        self,
+        entity_type: str,
+        current: Any,
+        current_version: str,
+        changed: list[str],
+        *,
+        changes_known: bool = True,
+    ):
         super().__init__(
             f"{entity_type} was changed by someone else"
             + (f" ({', '.join(changed)})" if changed else "")
@@ -54,9 +62,18 @@ class VersionConflictError(DomainError):
         self.current = current
         self.current_version = current_version
         self.changed_fields = changed
+        # False when the log no longer holds (or never held) the caller's version: the
+        # fields changed since then are not all known, so no edit can be merged.
+        self.changes_known = changes_known
 
 
 class Unauthenticated(DomainError):
     """No access token; only register, login and refreshToken are open to anonymous callers."""
 
     code = "UNAUTHENTICATED"
+
+
+class CursorExpired(DomainError):
+    """The cursor points before the oldest event the server still keeps (pruned)."""
+
+    code = "CURSOR_EXPIRED"

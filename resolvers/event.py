@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from models import event as event_store
 from models.tables import Event
 from resolvers import validation
 from resolvers.access import can_read
 from resolvers.context import Context
-from resolvers.errors import NotFoundError
+from resolvers.errors import CursorExpired, NotFoundError
 from resolvers.pagination import Page, decode_cursor, encode_cursor, page_of, parse_int
 
 CURSOR = "event"
@@ -27,6 +29,28 @@ def after_seq(after: str | None, field: str = "after") -> int:
     return int(seq)
 
 
+async def require_kept(
+    session: AsyncSession, workspace_id: uuid.UUID, start: int, instead: str
+) -> None:
+    """Raise CursorExpired when events after `start` were pruned from the workspace's log.
+
+    Read after the events themselves, in the same session: a prune that removed some of
+    them before they were read is then seen here, so a page never hides a gap.
+    `instead` tells the client what to do (reload and read or subscribe without `after`).
+    """
+    if start == 0:
+        return
+    last = await event_store.last_seq(session, workspace_id)
+    if start >= last:
+        return
+    oldest = await event_store.first_seq(session, workspace_id)
+    if oldest is None or oldest > start + 1:
+        raise CursorExpired(
+            "This cursor is older than the events the server keeps: reload the workspace "
+            f"and {instead}."
+        )
+
+
 async def require_reader(ctx: Context, workspace_id: uuid.UUID, what: str = "Workspace") -> None:
     if not can_read(await ctx.loaders.viewer_role_by_workspace.load(workspace_id)):
         raise NotFoundError(f"{what} not found.")
@@ -42,6 +66,7 @@ async def events(
     await require_reader(ctx, ws)
     async with ctx.reads() as session:
         rows = await event_store.list_events(session, ws, start, first + 1)
+        await require_kept(session, ws, start, "read the events again without `after`")
     return page_of(rows, first, CURSOR, lambda e: (e.seq,))
 
 
@@ -55,8 +80,14 @@ async def card_history(
     start = after_seq(after)
     async with ctx.reads() as session:
         rows = await event_store.list_entity_events(session, card, start, first + 1)
-    if not rows and start == 0:
+        workspace = (
+            rows[0].workspace_id if rows else await event_store.entity_workspace(session, card)
+        )
+    if workspace is None:
         raise NotFoundError("Card not found.")
-    if rows:
-        await require_reader(ctx, rows[0].workspace_id, "Card")
+    await require_reader(ctx, workspace, "Card")
+    async with ctx.reads() as session:
+        # The card's events live in its workspace's log: a pruned stretch of that log may
+        # have held some of them.
+        await require_kept(session, workspace, start, "read the history again without `after`")
     return page_of(rows, first, CURSOR, lambda e: (e.seq,))

@@ -31,7 +31,7 @@ from models import workspace as workspace_repo
 from resolvers import validation
 from resolvers.context import Context, Services
 from resolvers.errors import DomainError, InvalidInput, NotFoundError
-from resolvers.event import after_seq, event_cursor
+from resolvers.event import after_seq, event_cursor, require_kept
 from resolvers.loaders import Loaders
 from resolvers.unit_of_work import workspace_channel
 from subscriptions.broker import SubscriberOverflow
@@ -47,12 +47,6 @@ IDLE_POLL_SECONDS = 5.0
 # While the broker is down, the log is the only source: every subscriber polls it briskly.
 DEGRADED_POLL_SECONDS = 1.0
 SHARED_EVENTS_KEPT = 10_000
-
-
-class CursorExpired(DomainError):
-    """The cursor points before the oldest event the server still keeps."""
-
-    code = "CURSOR_EXPIRED"
 
 
 class SlowConsumer(DomainError):
@@ -216,12 +210,7 @@ async def _start(
         start = after_seq(after)
         if start > last:
             raise InvalidInput("after", "This cursor is ahead of the workspace's event log.")
-        oldest = await event_store.first_seq(session, workspace_id)
-        if start < last and (oldest is None or oldest > start + 1):
-            raise CursorExpired(
-                "This cursor is older than the events the server keeps: reload the workspace "
-                "and subscribe again without `after`."
-            )
+        await require_kept(session, workspace_id, start, "subscribe again without `after`")
         return start
 
 

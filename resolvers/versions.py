@@ -41,10 +41,13 @@ async def conflict(
     if current is None:
         return NotFoundError(f"{entity_type} not found.")
     changed = await event_store.changed_fields_since(session, entity_id, expected_version)
+    known = await event_store.version_recorded(session, entity_id, expected_version)
     # The conflict outlives the transaction, which is rolled back; a rollback expires the
     # objects still in the session, so detach this one with its loaded values.
     session.expunge(current)
-    return VersionConflictError(entity_type, current, version_of(current), changed)
+    return VersionConflictError(
+        entity_type, current, version_of(current), changed, changes_known=known
+    )
 
 
 @dataclass(frozen=True)

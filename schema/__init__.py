@@ -31,6 +31,7 @@ def build_schema(
     from schema.board import Board
     from schema.card import Card
     from schema.comment import Comment
+    from schema.documents import OperationNameRequired
     from schema.mutation import Mutation
     from schema.query import Query
     from schema.subscription import SharedRenderExecutor, Subscription
@@ -42,5 +43,5 @@ def build_schema(
         subscription=Subscription,
         execution_context_class=SharedRenderExecutor,
         types=[Workspace, Board, Card, Comment],
-        extensions=list(extensions),
+        extensions=[*extensions, OperationNameRequired],
     )

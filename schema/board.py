@@ -9,6 +9,7 @@ from strawberry.types import Info
 
 from models import tables
 from resolvers import card as card_resolvers
+from schema.arguments import After, First
 from schema.context import ctx
 from schema.pagination import Connection, connection
 from schema.versioned import Versioned
@@ -38,7 +39,7 @@ class Board(Versioned):
 
     @strawberry.field(description="The board's cards by position.")
     async def cards(
-        self, info: Info, first: int | None = 50, after: str | None = None
+        self, info: Info, first: First = 50, after: After = None
     ) -> Connection[Annotated[Card, strawberry.lazy("schema.card")]]:
         from schema.card import Card
 

@@ -10,6 +10,7 @@ from strawberry.types import Info
 
 from models import tables
 from resolvers import comment as comment_resolvers
+from schema.arguments import After, First
 from schema.context import ctx
 from schema.enums import CardStatus
 from schema.pagination import Connection, connection
@@ -61,7 +62,7 @@ class Card(Versioned):
 
     @strawberry.field(description="Comments, oldest first.")
     async def comments(
-        self, info: Info, first: int | None = 50, after: str | None = None
+        self, info: Info, first: First = 50, after: After = None
     ) -> Connection[Annotated[Comment, strawberry.lazy("schema.comment")]]:
         from schema.comment import Comment
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.types import Info
@@ -64,6 +64,74 @@ from schema.workspace import Membership, MembershipPayload, Workspace, Workspace
 UPDATABLE = ("title", "description", "status", "assignee_id", "due_date")
 
 
+# The `input` argument of each mutation, described.
+RegisterArg = Annotated[
+    RegisterInput,
+    strawberry.argument(description="Email, password and display name of the new account."),
+]
+LoginArg = Annotated[LoginInput, strawberry.argument(description="Email and password.")]
+CreateWorkspaceArg = Annotated[
+    CreateWorkspaceInput, strawberry.argument(description="The new workspace's name.")
+]
+RenameWorkspaceArg = Annotated[
+    RenameWorkspaceInput,
+    strawberry.argument(description="The workspace, the version you last saw and the new name."),
+]
+AddMemberArg = Annotated[
+    AddMemberInput,
+    strawberry.argument(description="The workspace, the new member's email and their role."),
+]
+ChangeMemberRoleArg = Annotated[
+    ChangeMemberRoleInput,
+    strawberry.argument(description="The workspace, the member and their new role."),
+]
+RemoveMemberArg = Annotated[
+    RemoveMemberInput, strawberry.argument(description="The workspace and the member to remove.")
+]
+CreateBoardArg = Annotated[
+    CreateBoardInput, strawberry.argument(description="The workspace and the new board's name.")
+]
+RenameBoardArg = Annotated[
+    RenameBoardInput,
+    strawberry.argument(description="The board, the version you last saw and the new name."),
+]
+DeleteBoardArg = Annotated[
+    DeleteBoardInput, strawberry.argument(description="The board and the version you last saw.")
+]
+CreateCardArg = Annotated[
+    CreateCardInput, strawberry.argument(description="The board and the new card's fields.")
+]
+UpdateCardArg = Annotated[
+    UpdateCardInput,
+    strawberry.argument(
+        description="The card, the version you last saw, the fields to change, and what to "
+        "do on a conflict."
+    ),
+]
+MoveCardArg = Annotated[
+    MoveCardInput,
+    strawberry.argument(
+        description="The card, the version you last saw, the target board and position."
+    ),
+]
+DeleteCardArg = Annotated[
+    DeleteCardInput, strawberry.argument(description="The card and the version you last saw.")
+]
+AddCommentArg = Annotated[
+    AddCommentInput, strawberry.argument(description="The card and the comment's text.")
+]
+EditCommentArg = Annotated[
+    EditCommentInput,
+    strawberry.argument(description="The comment, the version you last saw and the new text."),
+]
+DeleteCommentArg = Annotated[
+    DeleteCommentInput, strawberry.argument(description="The comment and the version you last saw.")
+]
+TokenArg = Annotated[
+    str, strawberry.argument(description="A refresh token from register, login or refreshToken.")
+]
+
+
 def _auth(s: Session) -> AuthPayload:
     return AuthPayload(
         access_token=s.access_token,
@@ -116,7 +184,7 @@ def _card_fields(i: UpdateCardInput) -> dict[str, Any]:
 @strawberry.type(description="Changes. Each answers a union of its payload and typed errors.")
 class Mutation:
     @strawberry.mutation(description="Create an account and sign in.")
-    async def register(self, info: Info, input: RegisterInput) -> RegisterResult:
+    async def register(self, info: Info, input: RegisterArg) -> RegisterResult:
         c = ctx(info)
         return await respond(
             RegisterResult,
@@ -125,17 +193,17 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Sign in.")
-    async def login(self, info: Info, input: LoginInput) -> LoginResult:
+    async def login(self, info: Info, input: LoginArg) -> LoginResult:
         c = ctx(info)
         return await respond(LoginResult, lambda: auth.login(c, input.email, input.password), _auth)
 
     @strawberry.mutation(description="Trade a refresh token for new tokens; the old one dies.")
-    async def refresh_token(self, info: Info, token: str) -> RefreshTokenResult:
+    async def refresh_token(self, info: Info, token: TokenArg) -> RefreshTokenResult:
         c = ctx(info)
         return await respond(RefreshTokenResult, lambda: auth.refresh(c, token), _auth)
 
     @strawberry.mutation(description="Revoke a refresh token of yours.")
-    async def logout(self, info: Info, refresh_token: str) -> LogoutResult:
+    async def logout(self, info: Info, refresh_token: TokenArg) -> LogoutResult:
         c = ctx(info)
         return await respond(
             LogoutResult, lambda: auth.logout(c, refresh_token), lambda _: LogoutPayload(ok=True)
@@ -143,7 +211,7 @@ class Mutation:
 
     @strawberry.mutation(description="Create a workspace; you become its OWNER.")
     async def create_workspace(
-        self, info: Info, input: CreateWorkspaceInput
+        self, info: Info, input: CreateWorkspaceArg
     ) -> CreateWorkspaceResult:
         c = ctx(info)
         return await respond(
@@ -152,7 +220,7 @@ class Mutation:
 
     @strawberry.mutation(description="Rename a workspace (OWNER).")
     async def rename_workspace(
-        self, info: Info, input: RenameWorkspaceInput
+        self, info: Info, input: RenameWorkspaceArg
     ) -> RenameWorkspaceResult:
         c = ctx(info)
         return await respond(
@@ -162,29 +230,29 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Add a registered user to a workspace (OWNER).")
-    async def add_member(self, info: Info, input: AddMemberInput) -> AddMemberResult:
+    async def add_member(self, info: Info, input: AddMemberArg) -> AddMemberResult:
         c = ctx(info)
         return await respond(
             AddMemberResult,
-            lambda: member.add_member(c, input.workspace_id, input.email, input.role.value),
+            lambda: member.add_member(c, input.workspace_id, input.email, input.role.name),
             _membership,
         )
 
     @strawberry.mutation(description="Change a member's role (OWNER); one OWNER always stays.")
     async def change_member_role(
-        self, info: Info, input: ChangeMemberRoleInput
+        self, info: Info, input: ChangeMemberRoleArg
     ) -> ChangeMemberRoleResult:
         c = ctx(info)
         return await respond(
             ChangeMemberRoleResult,
             lambda: member.change_member_role(
-                c, input.workspace_id, input.user_id, input.role.value
+                c, input.workspace_id, input.user_id, input.role.name
             ),
             _membership,
         )
 
     @strawberry.mutation(description="Remove a member (OWNER), or leave a workspace yourself.")
-    async def remove_member(self, info: Info, input: RemoveMemberInput) -> RemoveMemberResult:
+    async def remove_member(self, info: Info, input: RemoveMemberArg) -> RemoveMemberResult:
         c = ctx(info)
         return await respond(
             RemoveMemberResult,
@@ -193,14 +261,14 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Create a board (EDITOR).")
-    async def create_board(self, info: Info, input: CreateBoardInput) -> CreateBoardResult:
+    async def create_board(self, info: Info, input: CreateBoardArg) -> CreateBoardResult:
         c = ctx(info)
         return await respond(
             CreateBoardResult, lambda: board.create_board(c, input.workspace_id, input.name), _board
         )
 
     @strawberry.mutation(description="Rename a board (EDITOR).")
-    async def rename_board(self, info: Info, input: RenameBoardInput) -> RenameBoardResult:
+    async def rename_board(self, info: Info, input: RenameBoardArg) -> RenameBoardResult:
         c = ctx(info)
         return await respond(
             RenameBoardResult,
@@ -209,7 +277,7 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Delete a board with its cards and comments (EDITOR).")
-    async def delete_board(self, info: Info, input: DeleteBoardInput) -> DeleteBoardResult:
+    async def delete_board(self, info: Info, input: DeleteBoardArg) -> DeleteBoardResult:
         c = ctx(info)
         return await respond(
             DeleteBoardResult,
@@ -218,7 +286,7 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Create a card at the end of a board (EDITOR).")
-    async def create_card(self, info: Info, input: CreateCardInput) -> CreateCardResult:
+    async def create_card(self, info: Info, input: CreateCardArg) -> CreateCardResult:
         c = ctx(info)
         return await respond(
             CreateCardResult,
@@ -227,7 +295,7 @@ class Mutation:
                 input.board_id,
                 input.title,
                 input.description or "",
-                (input.status.value if input.status else "TODO"),
+                (input.status.name if input.status else "TODO"),
                 input.assignee_id,
                 input.due_date,
             ),
@@ -235,7 +303,7 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Change some of a card's fields (EDITOR).")
-    async def update_card(self, info: Info, input: UpdateCardInput) -> UpdateCardResult:
+    async def update_card(self, info: Info, input: UpdateCardArg) -> UpdateCardResult:
         c = ctx(info)
         merge = input.on_conflict is ConflictStrategy.MERGE
         return await respond(
@@ -247,7 +315,7 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Move a card to a board and position (EDITOR).")
-    async def move_card(self, info: Info, input: MoveCardInput) -> MoveCardResult:
+    async def move_card(self, info: Info, input: MoveCardArg) -> MoveCardResult:
         c = ctx(info)
         return await respond(
             MoveCardResult,
@@ -258,7 +326,7 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Delete a card with its comments (EDITOR).")
-    async def delete_card(self, info: Info, input: DeleteCardInput) -> DeleteCardResult:
+    async def delete_card(self, info: Info, input: DeleteCardArg) -> DeleteCardResult:
         c = ctx(info)
         return await respond(
             DeleteCardResult,
@@ -267,14 +335,14 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Comment on a card (EDITOR).")
-    async def add_comment(self, info: Info, input: AddCommentInput) -> AddCommentResult:
+    async def add_comment(self, info: Info, input: AddCommentArg) -> AddCommentResult:
         c = ctx(info)
         return await respond(
             AddCommentResult, lambda: comment.add_comment(c, input.card_id, input.body), _comment
         )
 
     @strawberry.mutation(description="Edit your own comment.")
-    async def edit_comment(self, info: Info, input: EditCommentInput) -> EditCommentResult:
+    async def edit_comment(self, info: Info, input: EditCommentArg) -> EditCommentResult:
         c = ctx(info)
         return await respond(
             EditCommentResult,
@@ -283,7 +351,7 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Delete your comment, or any comment as OWNER.")
-    async def delete_comment(self, info: Info, input: DeleteCommentInput) -> DeleteCommentResult:
+    async def delete_comment(self, info: Info, input: DeleteCommentArg) -> DeleteCommentResult:
         c = ctx(info)
         return await respond(
             DeleteCommentResult,

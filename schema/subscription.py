@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import print_ast
@@ -24,6 +24,7 @@ from strawberry.types import Info
 
 from resolvers import live, presence
 from resolvers.live import SharedEvent
+from schema.arguments import EventsAfter, WorkspaceId
 from schema.context import ctx
 from schema.event import Event
 from schema.user import User
@@ -76,7 +77,7 @@ class Subscription:
         )
     )
     async def workspace_events(
-        self, info: Info, workspace_id: strawberry.ID, after: str | None = None
+        self, info: Info, workspace_id: WorkspaceId, after: EventsAfter = None
     ) -> AsyncGenerator[Event, None]:
         async for event in live.workspace_events(ctx(info), workspace_id, after):
             yield Event(row=event)
@@ -86,7 +87,11 @@ class Subscription:
             "Who is looking at the board now; a new value whenever someone arrives or leaves."
         )
     )
-    async def presence(self, info: Info, board_id: strawberry.ID) -> AsyncGenerator[Presence, None]:
+    async def presence(
+        self,
+        info: Info,
+        board_id: Annotated[strawberry.ID, strawberry.argument(description="The board's id.")],
+    ) -> AsyncGenerator[Presence, None]:
         c = ctx(info)
         async for viewers in presence.board_presence(c, board_id):
             ids = [uuid.UUID(v.user_id) for v in viewers]

@@ -9,6 +9,7 @@ from strawberry.types import Info
 
 from models import tables
 from resolvers import board as board_resolvers
+from schema.arguments import After, First
 from schema.context import ctx
 from schema.enums import Role
 from schema.pagination import Connection, connection
@@ -49,7 +50,7 @@ class Workspace(Versioned):
 
     @strawberry.field(description="The workspace's boards, oldest first.")
     async def boards(
-        self, info: Info, first: int | None = 50, after: str | None = None
+        self, info: Info, first: First = 50, after: After = None
     ) -> Connection[Annotated[Board, strawberry.lazy("schema.board")]]:
         from schema.board import Board
 

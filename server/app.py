@@ -20,7 +20,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
 from auth.tokens import TokenConfig, development_secret
 from models.database import Database
-from models.migrate import upgrade
+from models.migrate import SchemaBehind, require_current_schema, upgrade
 from models.user import users_by_ids
 from resolvers.context import Services
 from schema import build_schema
@@ -55,12 +55,31 @@ def token_config(settings: Settings) -> TokenConfig:
     )
 
 
+async def _refuse_behind_schema(db: Database) -> None:
+    """Raise SchemaBehind when the database needs `concord migrate` first.
+
+    Half-started is worse than not started: every request would fail on a missing table or
+    column. An unreachable database does not stop the start (it may come up later); `/readyz`
+    answers 503 until it is reachable and migrated.
+    """
+    try:
+        await require_current_schema(db.write_engine)
+    except SchemaBehind:
+        raise
+    except Exception as exc:
+        log.warning("schema revision not checked at start", extra={"error": str(exc)})
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     tokens = token_config(settings)
     broker = broker_from_url(settings.redis_url)
     services = Services(
-        db=Database(settings.write_url, settings.read_url),
+        db=Database(
+            settings.write_url,
+            settings.read_url,
+            lock_timeout=settings.database_lock_timeout_seconds,
+        ),
         broker=broker,
         tokens=tokens,
         presence=presence_from_url(settings.redis_url, broker),
@@ -104,12 +123,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def schema_current() -> None:
+        await require_current_schema(services.db.write_engine)
+
     async def readyz(request: Request) -> JSONResponse:
         checks: dict[str, str] = {}
-        for name, ping in (("database", services.db.ping), ("broker", services.broker.ping)):
+        for name, ping in (
+            ("database", services.db.ping),
+            ("schema", schema_current),
+            ("broker", services.broker.ping),
+        ):
             try:
                 await ping()
                 checks[name] = "ok"
+            except SchemaBehind as exc:
+                log.warning("readiness check failed", extra={"check": name, "error": str(exc)})
+                checks[name] = "behind: run `concord migrate`"
             except Exception as exc:
                 log.warning("readiness check failed", extra={"check": name, "error": str(exc)})
                 checks[name] = "unavailable"
@@ -125,6 +154,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # The embedded default creates and migrates its database on start; servers
             # are migrated explicitly with `concord migrate`.
             await upgrade(services.db.write_engine)
+        try:
+            await _refuse_behind_schema(services.db)
+        except SchemaBehind:
+            await services.db.dispose()
+            raise
         await services.broker.connect()
         try:
             yield

@@ -9,6 +9,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def _schema_behind(url: str) -> str | None:
+    """Why the database at `url` must be migrated before serving, or None.
+
+    An unreachable database is not a reason to refuse: the server starts, and `/readyz`
+    answers 503 until the database is reachable and migrated.
+    """
+    from models.database import make_engine
+    from models.migrate import SchemaBehind, require_current_schema
+
+    async def check() -> None:
+        engine = make_engine(url, pool=False)
+        try:
+            await require_current_schema(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except SchemaBehind as exc:
+        return str(exc)
+    except Exception:
+        return None
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -18,6 +43,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    behind = _schema_behind(settings.write_url) if not settings.embedded else None
+    if behind is not None:
+        print(f"concord: not serving: {behind}", file=sys.stderr)  # noqa: T201
+        return 1
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -57,7 +86,7 @@ def _prune_events(args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def run() -> int:
-        db = Database(settings.write_url)
+        db = Database(settings.write_url, lock_timeout=settings.database_lock_timeout_seconds)
         try:
             return await run_in_transaction(db.writer, lambda session: prune(session, args.keep))
         finally:

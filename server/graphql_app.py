@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +18,10 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from auth.backend import Viewer, viewer_from_header
@@ -29,13 +32,65 @@ from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from schema.compiled import CompiledReads, confined_root
 from schema.compiled.plan import Selection
 from server.graphiql import graphiql_html
+from server.negotiation import (
+    GRAPHQL_RESPONSE,
+    JSON,
+    is_request_error,
+    request_error_status,
+    wants_graphql_response,
+)
 from server.response_cache import ResponseCache
 
 
-def graphql_error_response(message: str, status: int, code: str) -> JSONResponse:
+def graphql_error_response(
+    message: str,
+    status: int,
+    code: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    media_type: str = JSON,
+) -> JSONResponse:
     return JSONResponse(
-        {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
+        {"errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+        headers=headers,
+        media_type=media_type,
     )
+
+
+def _media_type(request: Request) -> str:
+    return GRAPHQL_RESPONSE if wants_graphql_response(request.headers) else JSON
+
+
+def http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
+    """A 4xx with a GraphQL error body for a request Strawberry refused before executing."""
+    status, message, headers = exc.status_code, exc.reason, {}
+    cause = exc.__cause__
+    if (
+        request.method == "GET"
+        and isinstance(cause, InvalidOperationTypeError)
+        and cause.operation_type is OperationType.MUTATION
+    ):
+        # GET must be safe: a mutation is not a bad request but a wrong method.
+        status, message = 405, "Mutations are only accepted over POST."
+        headers = {"Allow": "POST"}
+    elif status == 405:
+        headers = {"Allow": "GET, POST"}
+    code = "METHOD_NOT_ALLOWED" if status == 405 else "BAD_REQUEST"
+    return graphql_error_response(
+        message, status, code, headers=headers, media_type=_media_type(request)
+    )
+
+
+def _negotiated(request: Request, response: Response) -> Response:
+    """The query/mutation answer in the media type the client asked for, with its status."""
+    if response.headers.get("content-type") != JSON or _media_type(request) != GRAPHQL_RESPONSE:
+        return response
+    response.headers["content-type"] = GRAPHQL_RESPONSE
+    status = getattr(request.state, "graphql_status", None)
+    if status is not None:
+        response.status_code = status
+    return response
 
 
 async def _require_json_object(request: Request) -> None:
@@ -86,7 +141,13 @@ class ConcordGraphQL(GraphQL[Context, None]):
         """Queries the general path has accepted before run on the compiled read path."""
         compiled = self.compiled
         query = request_data.query
-        if compiled is None or query is None or request_data.protocol != "http":
+        operation_name = request_data.operation_name
+        if (
+            compiled is None
+            or not isinstance(query, str)
+            or not isinstance(operation_name, str | None)
+            or request_data.protocol != "http"
+        ):
             return await super().execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data
             )
@@ -123,11 +184,11 @@ class ConcordGraphQL(GraphQL[Context, None]):
         request = Request(scope=scope, receive=receive)
         try:
             await _require_json_object(request)
-            response = await self.run(request)
+            response = _negotiated(request, await self.run(request))
         except HTTPException as exc:
             # Malformed JSON, a non-GraphQL body, a wrong method: a 4xx with a GraphQL
             # error body, never plain text and never a 500.
-            response = graphql_error_response(exc.reason, exc.status_code, "BAD_REQUEST")
+            response = http_error_response(request, exc)
         await response(scope, receive, send)
 
     async def _cache_key(
@@ -191,6 +252,17 @@ class ConcordGraphQL(GraphQL[Context, None]):
         websocket.scope.setdefault("state", {})["token_timer"] = timer
         acknowledged: UnsetType = UNSET  # the plain connection_ack, no payload
         return acknowledged
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """Strawberry's result; for `application/graphql-response+json`, request errors
+        (nothing executed) lose their `data` entry and get a 4xx status (see negotiation)."""
+        processed = await super().process_result(request, result)
+        if _media_type(request) == GRAPHQL_RESPONSE and is_request_error(processed):
+            request.state.graphql_status = request_error_status(processed)
+            del processed["data"]
+        return processed
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(graphiql_html(str(request.url.path)))

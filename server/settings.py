@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=2000, ge=10)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
+    # SQL Server: how long a statement waits for a lock before error 1222 (retried).
+    database_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+
     ws_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
     subscriber_queue_size: int = Field(default=1000, ge=1)
 

@@ -136,6 +136,17 @@ class Api:
         return events
 
 
+def unknown_version(current: str) -> str:
+    """A well-formed expectedVersion that no row has, in the shape of `current`.
+
+    Versions are decimal integers on PostgreSQL and SQLite and 16 hex digits (a ROWVERSION)
+    on SQL Server; a literal such as "999999" is malformed on the latter.
+    """
+    if len(current) == 16:
+        return f"{(int(current, 16) + 999_999) % 2**64:016x}"
+    return str(int(current) + 999_999)
+
+
 async def empty_tables(url: str) -> None:
     engine = make_engine(url, pool=False)
     try:

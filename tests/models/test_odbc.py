@@ -245,3 +245,47 @@ def test_install_script_is_quiet_when_everything_is_in_place(registered: Path) -
     # The fixture already wrote the same file: nothing to do, nothing to say.
     assert first.stdout == ""
     assert first.stderr == ""
+
+
+def test_the_driver_runs_on_the_engines_own_threads(registered: Path) -> None:
+    """aioodbc runs pyodbc's calls on the engine's executor, never on asyncio's default pool."""
+    port = free_port()
+    code = f"""
+        import asyncio, json, threading
+        from sqlalchemy import event
+        from sqlalchemy.exc import DBAPIError
+        from models.database import make_engine
+
+        report = {{}}
+
+        async def attempt():
+            engine = make_engine(
+                "mssql+aioodbc://concord:secret@127.0.0.1:{port}/concord"
+                "?driver=ODBC+Driver+18+for+SQL+Server&Encrypt=yes&TrustServerCertificate=yes"
+            )
+
+            @event.listens_for(engine.sync_engine, "do_connect")
+            def short_login(dialect, record, cargs, cparams):
+                cparams["timeout"] = 1  # nothing listens: fail fast
+
+            try:
+                async with engine.connect():
+                    pass
+            except DBAPIError as exc:
+                report["error"] = str(exc.orig)
+            finally:
+                await engine.dispose()
+            report["default_executor_used"] = (
+                asyncio.get_running_loop()._default_executor is not None
+            )
+            report["threads"] = sorted(t.name for t in threading.enumerate())
+
+        asyncio.run(attempt())
+        print(json.dumps(report))
+    """
+    result = run_python(code, registered)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "[Microsoft][ODBC Driver 18 for SQL Server]" in report["error"]
+    assert report["default_executor_used"] is False
+    assert any(name.startswith("concord-odbc") for name in report["threads"]), report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.api import Api
+from tests.api import Api, unknown_version
 
 UPDATE = """mutation($i: UpdateCardInput!) { updateCard(input: $i) {
   __typename
@@ -162,7 +162,9 @@ async def test_garbage_version_is_validation_error_and_no_fields_is_validation_e
     assert garbage["field"] == "expectedVersion"
     nothing = await update(api, alice.token, id=card["id"], expectedVersion=card["version"])
     assert nothing["__typename"] == "ValidationError"
-    unknown = await update(api, alice.token, id=card["id"], expectedVersion="999999", title="x")
+    unknown = await update(
+        api, alice.token, id=card["id"], expectedVersion=unknown_version(card["version"]), title="x"
+    )
     assert unknown["__typename"] == "VersionConflict"
     data = await api.ok(
         "query($id: ID!) { card(id: $id) { title version } }", {"id": card["id"]}, alice.token

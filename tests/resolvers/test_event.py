@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from models.event import prune
+from models.transaction import run_in_transaction
 from tests.api import Api
 
 CREATE_CARD = """mutation($i: CreateCardInput!) { createCard(input: $i) { __typename } }"""
@@ -106,3 +108,120 @@ async def test_deleting_a_board_records_one_event_and_removes_its_cards(api: Api
         alice.token,
     )
     assert [e["type"] for e in history["cardHistory"]["nodes"]] == ["card.created"]
+
+
+EVENTS_AFTER = """query($w: ID!, $a: String) { events(workspaceId: $w, after: $a, first: 100) {
+    edges { cursor node { seq } } } }"""
+HISTORY_AFTER = """query($c: ID!, $a: String) { cardHistory(cardId: $c, after: $a, first: 100) {
+    edges { cursor node { seq type } } } }"""
+
+
+async def _prune(api: Api, keep: int) -> None:
+    # What `concord prune-events --keep N` runs (the command itself: tests/server/test_websocket.py).
+    db = api.app.state.services.db
+    await run_in_transaction(db.writer, lambda session: prune(session, keep))
+
+
+async def test_a_pruned_cursor_is_cursor_expired_not_a_silent_gap(api: Api) -> None:
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    card = await api.card(alice, board["id"], "first")
+    for n in range(6):
+        await api.ok(CREATE_CARD, {"i": {"boardId": board["id"], "title": f"c{n}"}}, alice.token)
+    await api.ok(
+        """mutation($i: UpdateCardInput!) { updateCard(input: $i) { __typename } }""",
+        {"i": {"id": card["id"], "expectedVersion": card["version"], "title": "renamed"}},
+        alice.token,
+    )
+    edges = (await api.ok(EVENTS_AFTER, {"w": ws["id"], "a": None}, alice.token))["events"]["edges"]
+    history = (await api.ok(HISTORY_AFTER, {"c": card["id"], "a": None}, alice.token))[
+        "cardHistory"
+    ]["edges"]
+    assert [e["node"]["type"] for e in history] == ["card.created", "card.updated"]
+    early, last = edges[0]["cursor"], edges[-1]["cursor"]
+
+    await _prune(api, keep=3)
+
+    for query, variables, field in (
+        (EVENTS_AFTER, {"w": ws["id"], "a": early}, "events"),
+        (HISTORY_AFTER, {"c": card["id"], "a": early}, "cardHistory"),
+        # The card's own cursor: its later events may sit in the pruned stretch of the log.
+        (HISTORY_AFTER, {"c": card["id"], "a": history[0]["cursor"]}, "cardHistory"),
+    ):
+        answer = await api(query, variables, alice.token)
+        assert answer["data"] is None, answer
+        assert [e["extensions"]["code"] for e in answer["errors"]] == ["CURSOR_EXPIRED"]
+        assert answer["errors"][0]["path"] == [field]
+
+    # A cursor inside what is kept still reads on exactly, and so does no cursor at all.
+    kept = (await api.ok(EVENTS_AFTER, {"w": ws["id"], "a": None}, alice.token))["events"]
+    assert len(kept["edges"]) == 3
+    after_first_kept = await api.ok(
+        EVENTS_AFTER, {"w": ws["id"], "a": kept["edges"][0]["cursor"]}, alice.token
+    )
+    assert [e["node"]["seq"] for e in after_first_kept["events"]["edges"]] == [
+        e["node"]["seq"] for e in kept["edges"][1:]
+    ]
+    at_end = await api.ok(EVENTS_AFTER, {"w": ws["id"], "a": last}, alice.token)
+    assert at_end["events"]["edges"] == []
+    still = await api.ok(HISTORY_AFTER, {"c": card["id"], "a": history[1]["cursor"]}, alice.token)
+    assert still["cardHistory"]["edges"] == []
+
+
+async def test_card_history_after_a_cursor_is_not_readable_by_outsiders(api: Api) -> None:
+    alice = await api.register("alice")
+    mallory = await api.register("mallory")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    card = await api.card(alice, board["id"])
+    history = (await api.ok(HISTORY_AFTER, {"c": card["id"], "a": None}, alice.token))[
+        "cardHistory"
+    ]["edges"]
+    answer = await api(HISTORY_AFTER, {"c": card["id"], "a": history[-1]["cursor"]}, mallory.token)
+    assert [e["extensions"]["code"] for e in answer["errors"]] == ["NOT_FOUND"]
+
+
+async def test_merge_from_a_pruned_version_is_a_conflict_not_an_overwrite(api: Api) -> None:
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    card = await api.card(alice, board["id"], "Draft")
+    update = """mutation($i: UpdateCardInput!) { updateCard(input: $i) {
+        __typename ... on CardPayload { card { version title } }
+        ... on VersionConflict { changedFields } } }"""
+    # Someone renames the card: the log records the title change at the next version.
+    renamed = await api.ok(
+        update,
+        {"i": {"id": card["id"], "expectedVersion": card["version"], "title": "Renamed"}},
+        alice.token,
+    )
+    version = renamed["updateCard"]["card"]["version"]
+    for n in range(3):
+        moved = await api.ok(
+            update,
+            {"i": {"id": card["id"], "expectedVersion": version, "description": f"d{n}"}},
+            alice.token,
+        )
+        version = moved["updateCard"]["card"]["version"]
+    await _prune(api, keep=2)  # the creation and the rename are gone from the log
+
+    # An editor still holding the first version edits the title with MERGE: the rename
+    # since then is no longer in the log, so the edit cannot be shown to be disjoint.
+    stale = await api.ok(
+        update,
+        {
+            "i": {
+                "id": card["id"],
+                "expectedVersion": card["version"],
+                "title": "Mine",
+                "onConflict": "MERGE",
+            }
+        },
+        alice.token,
+    )
+    assert stale["updateCard"]["__typename"] == "VersionConflict", stale
+    current = await api.ok(
+        "query($id: ID!) { card(id: $id) { title } }", {"id": card["id"]}, alice.token
+    )
+    assert current["card"]["title"] == "Renamed"

@@ -16,7 +16,10 @@ async def test_health_ready_and_metrics(api: Api) -> None:
     assert health.json() == {"status": "ok"}
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "schema": "ok", "broker": "ok"},
+    }
     await api("{ __typename }")
     metrics = await api.client.get("/metrics")
     assert metrics.status_code == 200
