@@ -106,6 +106,12 @@ def _mssql_engine(url: URL, *, pool: bool, lock_timeout: float) -> AsyncEngine:
     return engine
 
 
+# PostgreSQL pools, per engine. SQLAlchemy's default (5, and 10 more closed again when
+# returned) opens and closes a connection per request under a burst of concurrent reads.
+POOL_SIZE = 10
+MAX_OVERFLOW = 10
+
+
 def make_engine(
     url: str | URL,
     *,
@@ -113,8 +119,12 @@ def make_engine(
     pool: bool = True,
     busy_timeout: float = 30.0,
     lock_timeout: float = 5.0,
+    autocommit: bool = False,
 ) -> AsyncEngine:
     """An engine for `url`, configured for its dialect.
+
+    `autocommit` (PostgreSQL only): statements run without BEGIN/ROLLBACK around them, for
+    engines that only read (see `Database`).
 
     `busy_timeout` (SQLite only): seconds a writer waits for another connection's write lock
     before failing with "database is locked". `lock_timeout` (SQL Server only): seconds a
@@ -129,23 +139,31 @@ def make_engine(
         return _sqlite_engine(parsed, writer=writer, busy_timeout=busy_timeout)
     if backend == "mssql":
         return _mssql_engine(parsed, pool=pool, lock_timeout=lock_timeout)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": POOL_SIZE,
+        "max_overflow": MAX_OVERFLOW,
+    }
     if not pool:
         kwargs = {"poolclass": NullPool}
+    if autocommit:
+        kwargs["isolation_level"] = "AUTOCOMMIT"
     return create_async_engine(parsed, **kwargs)
 
 
-def _autocommit(engine: AsyncEngine) -> AsyncEngine:
-    """The engine for reads: on PostgreSQL without BEGIN and ROLLBACK around them.
+def _read_engine(url: str, lock_timeout: float) -> AsyncEngine:
+    """An engine for reads only: on PostgreSQL in autocommit, with a pool of its own.
 
     Every read session runs statements that each stand alone (a DataLoader batch, a page of
-    the log), and under READ COMMITTED each statement takes its own snapshot anyway, so a
-    transaction around them adds two round trips and buys no consistency. The engine shares
-    the pool with `engine`; connections go back to it with their isolation level reset.
+    the log, a compiled answer's batches), and under READ COMMITTED each statement takes
+    its own snapshot anyway, so a transaction around them buys no consistency and costs
+    BEGIN and ROLLBACK round trips; so does the pool's liveness ping on a connection that
+    is not in autocommit (asyncpg wraps it in a transaction).
     """
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
+    backend = make_url(url).get_backend_name()
+    return make_engine(
+        url, writer=False, lock_timeout=lock_timeout, autocommit=backend == "postgresql"
+    )
 
 
 class Database:
@@ -155,23 +173,23 @@ class Database:
         self, write_url: str, read_url: str | None = None, *, lock_timeout: float = 5.0
     ) -> None:
         self.write_engine = make_engine(write_url, writer=True, lock_timeout=lock_timeout)
-        if read_url and read_url != write_url:
-            self.read_engine = make_engine(read_url, writer=False, lock_timeout=lock_timeout)
-        elif self.write_engine.dialect.name == "sqlite":
-            # Readers of the same file must not take the write lock.
-            self.read_engine = make_engine(write_url, writer=False)
+        self.has_replica = bool(read_url and read_url != write_url)
+        dialect = self.write_engine.dialect.name
+        if read_url and self.has_replica:
+            self.read_engine = _read_engine(read_url, lock_timeout)
+        elif dialect in ("sqlite", "postgresql"):
+            # SQLite: readers of the same file must not take the write lock.
+            self.read_engine = _read_engine(write_url, lock_timeout)
         else:
             self.read_engine = self.write_engine
-        self.has_replica = bool(read_url and read_url != write_url)
-        self.writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
-        self.reader = async_sessionmaker(_autocommit(self.read_engine), expire_on_commit=False)
         # Reads that must see every commit (the event log behind live streams, reads right
         # after the caller's own write): the primary, without SQLite's write lock.
-        self.primary_reader = (
-            async_sessionmaker(_autocommit(self.write_engine), expire_on_commit=False)
-            if self.has_replica
-            else self.reader
+        self.primary_read_engine = (
+            _read_engine(write_url, lock_timeout) if self.has_replica else self.read_engine
         )
+        self.writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self.reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.primary_reader = async_sessionmaker(self.primary_read_engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -183,9 +201,9 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        await self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
-            await self.read_engine.dispose()
+        engines = {self.write_engine, self.read_engine, self.primary_read_engine}
+        for engine in engines:
+            await engine.dispose()
 
 
 def session_dialect(session: AsyncSession) -> str:
