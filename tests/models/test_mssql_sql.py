@@ -81,21 +81,26 @@ def mssql_dialect() -> Dialect:
     return cast(Dialect, dialect)
 
 
-def render(stmt: ClauseElement, title: str) -> str:
-    """The statement's T-SQL and its parameters in order, with the values pyodbc receives."""
-    compiled = cast(
-        SQLCompiler,
-        stmt.compile(dialect=mssql_dialect(), compile_kwargs={"render_postcompile": True}),
-    )
-    params = compiled.params
+def render(stmt: ClauseElement, title: str, values: dict[str, Any] | None = None) -> str:
+    """The statement's T-SQL and its parameters in order, with the values pyodbc receives.
+
+    `values` are the parameters given at execution (a statement built once and cached
+    takes its values there); IN lists expand as they do when the statement runs.
+    """
+    compiled = cast(SQLCompiler, stmt.compile(dialect=mssql_dialect()))
+    expanded = compiled.construct_expanded_state(values or None)
+    params = expanded.parameters
     # The type conversions SQLAlchemy applies before the driver sees a value (JSON text,
     # naive UTC datetimes); private, but the only way to show what goes over the wire.
-    processors: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)  # type: ignore[arg-type]
+    processors: dict[str, Callable[[Any], Any]] = {
+        **compiled._bind_processors,  # type: ignore[dict-item]
+        **expanded.processors,  # type: ignore[dict-item]
+    }
     defaults = _python_defaults(stmt)
     lines = [f"-- {title}", "-- mssql+aioodbc (pyodbc, qmark parameters), SQL Server 2022", ""]
-    lines += [line.rstrip() for line in str(compiled).splitlines()]
+    lines += [line.rstrip() for line in expanded.statement.splitlines()]
     lines += ["", "-- parameters, in order (as passed to pyodbc):"]
-    for position, name in enumerate(compiled.positiontup or (), start=1):
+    for position, name in enumerate(expanded.positiontup or (), start=1):
         value = params.get(name)
         if value is None and name in defaults:
             shown = f"<{defaults[name]}, computed at execution>"
@@ -244,7 +249,9 @@ async def captured(tmp_path: Path) -> AsyncIterator[tuple[AsyncSession, list[Any
 
         @event.listens_for(session.sync_session, "do_orm_execute")
         def _record(state: ORMExecuteState) -> None:
-            statements.append(state.statement)
+            # Values given at execution (a cached statement's parameters) bound in, so the
+            # rendering shows what pyodbc receives.
+            statements.append((state.statement, dict(state.parameters or {})))
 
         yield session, statements
     await engine.dispose()
@@ -283,7 +290,8 @@ async def test_loader_selects_compile_to_the_golden_tsql(
     session, statements = captured
     await READS[name](session)
     assert len(statements) == 1, "a DataLoader batch must cost one statement"
-    check_golden(f"mssql/{name}.sql", render(statements[0], name))
+    statement, values = statements[0]
+    check_golden(f"mssql/{name}.sql", render(statement, name, values))
 
 
 def test_page_per_parent_cuts_each_parent_at_limit_plus_one() -> None:
@@ -292,4 +300,4 @@ def test_page_per_parent_cuts_each_parent_at_limit_plus_one() -> None:
     assert (
         "row_number() OVER (PARTITION BY cards.board_id ORDER BY cards.position, cards.id)" in sql
     )
-    assert stmt.compile(dialect=mssql_dialect()).params["rank_1"] == 6
+    assert stmt.compile(dialect=mssql_dialect()).params["limit"] == 6

@@ -8,6 +8,6 @@ WHERE boards.workspace_id IN (?, ?)) AS anon_1
 WHERE anon_1.rank <= ? ORDER BY anon_1.workspace_id, anon_1.rank
 
 -- parameters, in order (as passed to pyodbc):
---   1. workspace_id_1_1 = UUID('00000000-0000-0000-0000-000000000001')
---   2. workspace_id_1_2 = UUID('00000000-0000-0000-0000-000000000002')
---   3. rank_1 = 21
+--   1. parent_ids_1 = UUID('00000000-0000-0000-0000-000000000001')
+--   2. parent_ids_2 = UUID('00000000-0000-0000-0000-000000000002')
+--   3. limit = 21

@@ -8,9 +8,9 @@ WHERE boards.workspace_id IN (?, ?) AND (boards.created_at > ? OR boards.created
 WHERE anon_1.rank <= ? ORDER BY anon_1.workspace_id, anon_1.rank
 
 -- parameters, in order (as passed to pyodbc):
---   1. workspace_id_1_1 = UUID('00000000-0000-0000-0000-000000000001')
---   2. workspace_id_1_2 = UUID('00000000-0000-0000-0000-000000000002')
---   3. created_at_1 = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901)
---   4. created_at_2 = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901)
---   5. id_1 = UUID('00000000-0000-0000-0000-000000000003')
---   6. rank_1 = 21
+--   1. parent_ids_1 = UUID('00000000-0000-0000-0000-000000000001')
+--   2. parent_ids_2 = UUID('00000000-0000-0000-0000-000000000002')
+--   3. after_0 = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901)
+--   4. after_0 = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901)
+--   5. after_1 = UUID('00000000-0000-0000-0000-000000000003')
+--   6. limit = 21

@@ -8,9 +8,9 @@ WHERE cards.board_id IN (?, ?) AND (cards.position > ? OR cards.position = ? AND
 WHERE anon_1.rank <= ? ORDER BY anon_1.board_id, anon_1.rank
 
 -- parameters, in order (as passed to pyodbc):
---   1. board_id_1_1 = UUID('00000000-0000-0000-0000-000000000001')
---   2. board_id_1_2 = UUID('00000000-0000-0000-0000-000000000002')
---   3. position_1 = 1.5
---   4. position_2 = 1.5
---   5. id_1 = UUID('00000000-0000-0000-0000-000000000003')
---   6. rank_1 = 51
+--   1. parent_ids_1 = UUID('00000000-0000-0000-0000-000000000001')
+--   2. parent_ids_2 = UUID('00000000-0000-0000-0000-000000000002')
+--   3. after_0 = 1.5
+--   4. after_0 = 1.5
+--   5. after_1 = UUID('00000000-0000-0000-0000-000000000003')
+--   6. limit = 51

@@ -8,8 +8,8 @@ WHERE cards.board_id IN (?) AND (cards.position > ? OR cards.position = ? AND ca
 WHERE anon_1.rank <= ? ORDER BY anon_1.board_id, anon_1.rank
 
 -- parameters, in order (as passed to pyodbc):
---   1. board_id_1_1 = UUID('00000000-0000-0000-0000-000000000001')
---   2. position_1 = 1.5
---   3. position_2 = 1.5
---   4. id_1 = UUID('00000000-0000-0000-0000-000000000003')
---   5. rank_1 = 51
+--   1. parent_ids_1 = UUID('00000000-0000-0000-0000-000000000001')
+--   2. after_0 = 1.5
+--   3. after_0 = 1.5
+--   4. after_1 = UUID('00000000-0000-0000-0000-000000000003')
+--   5. limit = 51

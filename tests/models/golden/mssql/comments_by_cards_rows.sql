@@ -8,5 +8,5 @@ WHERE comments.card_id IN (?)) AS anon_1
 WHERE anon_1.rank <= ? ORDER BY anon_1.card_id, anon_1.rank
 
 -- parameters, in order (as passed to pyodbc):
---   1. card_id_1_1 = UUID('00000000-0000-0000-0000-000000000001')
---   2. rank_1 = 11
+--   1. parent_ids_1 = UUID('00000000-0000-0000-0000-000000000001')
+--   2. limit = 11
