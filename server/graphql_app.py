@@ -1,4 +1,4 @@
-"""The GraphQL endpoint: HTTP queries and mutations, WebSocket subscriptions, GraphiQL."""
+"""The GraphQL endpoint: queries, mutations and subscriptions over HTTP, SSE and WebSocket."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -22,6 +21,12 @@ from auth.tokens import InvalidToken
 from resolvers.context import Context, Services
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from server.graphiql import graphiql_html
+from server.sse import EventStreams
+from server.websocket import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    LegacyProtocolHandler,
+    LimitedWebSocketAdapter,
+)
 
 
 def graphql_error_response(message: str, status: int, code: str) -> JSONResponse:
@@ -48,12 +53,22 @@ async def _close_expired(websocket: WebSocket) -> None:
         await websocket.close(code=4403, reason="Access token expired")
 
 
-class ConcordGraphQL(GraphQL[Context, None]):
+class ConcordGraphQL(EventStreams):
     """Strawberry's ASGI view with Concord's context, errors and offline GraphiQL."""
 
-    def __init__(self, schema: Any, services: Services, **kwargs: Any) -> None:
+    websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
+    graphql_ws_handler_class = LegacyProtocolHandler
+
+    def __init__(
+        self,
+        schema: Any,
+        services: Services,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(schema, **kwargs)
         self.services = services
+        self.max_message_bytes = max_message_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
