@@ -153,7 +153,12 @@ async def test_events_carry_their_cursor_as_id_and_last_event_id_resumes(
     # A reconnect sends the last id it saw; it wins over the (older) `after` argument.
     for method in ("POST", "GET"):
         async with stream(
-            api, EVENTS, {"w": ws["id"], "a": start}, alice.token, method, {"last-event-id": last_id}
+            api,
+            EVENTS,
+            {"w": ws["id"], "a": start},
+            alice.token,
+            method,
+            {"last-event-id": last_id},
         ) as s:
             resumed = [(await s.next_data())[1]["workspaceEvents"] for _ in range(2)]
             assert [e["seq"] for e in resumed] == [7, 8]

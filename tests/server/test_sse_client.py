@@ -119,7 +119,9 @@ async def test_the_graphql_sse_client_streams_resumes_and_is_refused(server: Liv
             await api.card(alice, board["id"], title)
 
     # Events arrive in order: the log after `start`, then live ones.
-    async with graphql_sse(server, EVENTS, {"w": ws["id"], "a": start}, bearer(alice.token), 6) as c:
+    async with graphql_sse(
+        server, EVENTS, {"w": ws["id"], "a": start}, bearer(alice.token), 6
+    ) as c:
         received = [await c.event() for _ in range(4)]
         await create("live 1", "live 2")
         received += [await c.event() for _ in range(2)]
