@@ -3,6 +3,11 @@
 * `LimitedWebSocketAdapter` closes the socket with 1009 ("message too big") and a reason
   when a message is larger than the view's `max_message_bytes` (MAX_BODY_BYTES), before
   the message is parsed, on both protocols.
+* It also checks each operation message (`subscribe`, or the legacy `start`) before
+  Strawberry sees it: a payload without a string `query`, or with `variables` that are
+  not an object, crashed the socket (1006) or answered INTERNAL_SERVER_ERROR. Such a
+  message now closes a `graphql-transport-ws` socket with 4400 and the reason, as that
+  protocol asks, and answers a legacy `error` message naming the problem.
 * `LegacyProtocolHandler` runs queries and mutations sent with `start` over the legacy
   `graphql-ws` protocol (subscriptions-transport-ws, Apollo's old WebSocketLink, Python's
   gql): Strawberry's handler runs every `start` as a subscription, so a query answered
@@ -37,8 +42,28 @@ def too_large(text: str, limit: int) -> bool:
     return len(text) > limit or len(text.encode()) > limit
 
 
+def operation_problem(message: object) -> str | None:
+    """What makes a `subscribe`/`start` message unrunnable; None for any other message."""
+    if not isinstance(message, dict) or message.get("type") not in ("subscribe", "start"):
+        return None
+    if not isinstance(message.get("id"), str) or not message["id"]:
+        return "`id` must be a non-empty string"
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        return "`payload` must be an object"
+    if not isinstance(payload.get("query"), str):
+        return "`payload.query` must be a string"
+    for name in ("variables", "extensions"):
+        if payload.get(name) is not None and not isinstance(payload[name], dict):
+            return f"`payload.{name}` must be an object"
+    if payload.get("operationName") is not None and not isinstance(payload["operationName"], str):
+        return "`payload.operationName` must be a string"
+    return None
+
+
 class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
-    """Strawberry's adapter, refusing a message over the limit before decoding it."""
+    """Strawberry's adapter, refusing a message over the limit before decoding it, and an
+    operation message that cannot run before the protocol handler sees it."""
 
     async def iter_json(
         self, *, ignore_parsing_errors: bool = False
@@ -51,10 +76,24 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
                     await self.close(MESSAGE_TOO_BIG, f"Message larger than {limit} bytes")
                     return
                 try:
-                    yield self.view.decode_json(text)
+                    message = self.view.decode_json(text)
                 except JSONDecodeError as e:
                     if not ignore_parsing_errors:
                         raise NonJsonMessageReceived from e
+                    continue
+                problem = operation_problem(message)
+                if problem is None:
+                    yield message
+                    continue
+                assert isinstance(message, dict)  # operation_problem found a `type`
+                if message["type"] == "subscribe":
+                    await self.close(4400, f"Invalid subscribe message: {problem}")
+                    return
+                error: dict[str, object] = {
+                    "message": f"Invalid start message: {problem}",
+                    "extensions": {"code": "BAD_REQUEST"},
+                }
+                await self.send_json({"type": "error", "id": message.get("id"), "payload": error})
         except KeyError as e:  # a binary frame has no "text"
             raise NonTextMessageReceived from e
         except WebSocketDisconnect:

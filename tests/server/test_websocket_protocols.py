@@ -1,12 +1,14 @@
 """Both WebSocket protocols on a served Concord: the legacy `graphql-ws` (as
 subscriptions-transport-ws, Apollo's old WebSocketLink and Python's gql speak it) runs
-queries and mutations like `graphql-transport-ws`, and a message over the size limit
-closes either kind of socket with 1009 and a reason before it is parsed."""
+queries and mutations like `graphql-transport-ws`; a message over the size limit closes
+either kind of socket with 1009 and a reason before it is parsed; an operation message
+that cannot run says why."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -158,3 +160,41 @@ async def test_a_message_over_the_limit_closes_the_socket_before_parsing(
                 code, reason = await closed(connection)
                 assert code == 1009, (protocol, code, reason)
                 assert reason == f"Message larger than {LIMIT} bytes"
+
+
+BAD_PAYLOADS: list[tuple[object, str]] = [
+    (None, "`payload` must be an object"),
+    ({}, "`payload.query` must be a string"),
+    ({"query": 5}, "`payload.query` must be a string"),
+    ({"query": ME, "variables": 3}, "`payload.variables` must be an object"),
+    ({"query": ME, "operationName": ["Me"]}, "`payload.operationName` must be a string"),
+]
+
+
+async def test_an_operation_message_that_cannot_run_says_why(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = await server.api.register("alice")
+    caplog.set_level(logging.INFO)
+    # Legacy: an error message naming the problem; the socket stays usable.
+    async with legacy(server.ws_url) as s:
+        await s.init(alice.token)
+        for payload, problem in BAD_PAYLOADS:
+            await s.send({"id": "bad", "type": "start", "payload": payload})
+            assert await s.receive() == {
+                "type": "error",
+                "id": "bad",
+                "payload": {
+                    "message": f"Invalid start message: {problem}",
+                    "extensions": {"code": "BAD_REQUEST"},
+                },
+            }
+        await s.start("q", ME, {})
+        assert (await s.receive())["payload"]["data"]["me"]["id"] == alice.id
+    # graphql-transport-ws: the protocol's 4400, with the reason.
+    for payload, problem in BAD_PAYLOADS:
+        async with socket(server.ws_url) as t:
+            await t.init(alice.token)
+            await t.send({"id": "bad", "type": "subscribe", "payload": payload})
+            assert await closed(t.connection) == (4400, f"Invalid subscribe message: {problem}")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
