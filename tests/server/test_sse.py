@@ -19,10 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import Redis as SyncRedis
+from redis.exceptions import RedisError
 
 from auth.tokens import issue_access_token
 from tests.api import Api, Person, empty_tables, settings_for
 from tests.live import EVENTS, LiveServer, live_server
+from tests.services import redis_url, unavailable
 
 SSE = {"accept": "text/event-stream"}
 
@@ -189,7 +192,30 @@ async def test_queries_and_mutations_are_one_next_then_complete(server: LiveServ
         assert await s.message() == {"event": "complete", "data": ""}
 
 
-async def test_a_closed_stream_leaves_no_subscription_or_task_behind(server: LiveServer) -> None:
+@pytest.fixture(params=["memory", "redis"])
+async def any_broker_server(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path
+) -> AsyncIterator[LiveServer]:
+    """A served Concord on the in-process broker, or on Redis (as a fleet runs it)."""
+    overrides: dict[str, object] = {}
+    if request.param == "redis":
+        client = SyncRedis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        except (RedisError, OSError) as exc:
+            unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
+        finally:
+            client.close()
+        overrides["redis_url"] = redis_url()
+    await empty_tables(database_url)
+    async with live_server(settings_for(database_url, tmp_path, **overrides)) as live:
+        yield live
+
+
+async def test_a_closed_stream_leaves_no_subscription_or_task_behind(
+    any_broker_server: LiveServer,
+) -> None:
+    server = any_broker_server
     api = server.api
     alice = await api.register("alice")
     ws = await api.workspace(alice)
@@ -197,6 +223,7 @@ async def test_a_closed_stream_leaves_no_subscription_or_task_behind(server: Liv
     services = api.app.state.services
     hub = services.broker.hub
     presence = "subscription($b: ID!) { presence(boardId: $b) { present { user { id } } } }"
+    on_redis = services.broker.__class__.__name__ == "RedisBroker"
     before = asyncio.all_tasks()
 
     for _ in range(3):
@@ -209,6 +236,8 @@ async def test_a_closed_stream_leaves_no_subscription_or_task_behind(server: Liv
             await cards(api, alice, board["id"], "seen")
             assert (await events.next_data())[1]["workspaceEvents"]["type"] == "card.created"
             assert len(hub.channels()) == 2
+            if on_redis:
+                assert redis_subscribers(f"workspace:{ws['id']}") == 1
         # The client hung up: the server stops both operations.
 
     async def settled() -> bool:
@@ -224,6 +253,24 @@ async def test_a_closed_stream_leaves_no_subscription_or_task_behind(server: Liv
     assert not leaked, leaked
     assert services.presence is not None
     assert await services.presence.present(board["id"]) == []
+    if on_redis:
+        # Redis itself holds no subscription of this workspace or board any more.
+        for channel in (f"workspace:{ws['id']}", f"presence:{board['id']}"):
+            for _ in range(100):
+                if not redis_subscribers(channel):
+                    break
+                await asyncio.sleep(0.05)
+            assert redis_subscribers(channel) == 0, channel
+
+
+def redis_subscribers(channel: str) -> int:
+    """How many connections Redis has subscribed to `channel`."""
+    redis = SyncRedis.from_url(redis_url())
+    try:
+        count: int = redis.pubsub_numsub(channel)[0][1]
+        return count
+    finally:
+        redis.close()
 
 
 async def test_the_stream_ends_when_the_token_expires(server: LiveServer) -> None:
