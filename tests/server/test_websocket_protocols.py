@@ -9,16 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.api import empty_tables, settings_for
 from tests.live import EVENTS, LiveServer, live_server, socket
+from tests.services import free_port
 
 LEGACY = "graphql-ws"
 LIMIT = 8192
@@ -198,3 +203,48 @@ async def test_an_operation_message_that_cannot_run_says_why(
             await t.send({"id": "bad", "type": "subscribe", "payload": payload})
             assert await closed(t.connection) == (4400, f"Invalid subscribe message: {problem}")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_concord_serve_refuses_a_large_message_before_buffering_it(tmp_path: Path) -> None:
+    """`concord serve` hands the limit to the WebSocket library, which refuses the frame."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}",
+        "CONCORD_DATA_DIR": str(tmp_path),
+        "JWT_SECRET": "test-secret-that-is-long-enough-for-hs256-0123456789",
+        "MAX_BODY_BYTES": str(LIMIT),
+    }
+    concord = Path(sys.executable).with_name("concord")
+    process = await asyncio.create_subprocess_exec(
+        str(concord),
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            while True:
+                assert process.returncode is None, "concord serve exited"
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "concord serve did not start"
+                await asyncio.sleep(0.1)
+        url = f"ws://127.0.0.1:{port}/graphql"
+        async with connect(url, subprotocols=["graphql-transport-ws"]) as connection:  # type: ignore[list-item]
+            await connection.send("x" * (LIMIT + 1))
+            code, reason = await closed(connection)
+        assert code == 1009
+        # Refused by the WebSocket library while reading the frame (the app's own check,
+        # after the whole message is in memory, says "Message larger than …").
+        assert reason == f"frame exceeds limit of {LIMIT} bytes"
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
