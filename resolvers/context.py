@@ -47,6 +47,13 @@ class Context:
     # Where this request reads (the replica, or the primary to see the caller's writes).
     reader: Sessions | None = None
 
+    # Set by a transport that resumes streams itself (SSE's Last-Event-ID): the cursor
+    # `workspaceEvents` continues after, whatever its `after` argument says.
+    resume_after: str | None = None
+    # The cursor of the event a subscription produced last, for transports that label
+    # each message with it (SSE's `id:`).
+    stream_position: str | None = None
+
     @classmethod
     def create(
         cls,

@@ -51,7 +51,8 @@ async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[View
         await store.join(key, user, connection)
         beat = asyncio.create_task(_heartbeat(store, key, user, connection))
         try:
-            yield await store.present(key)
+            sent = await store.present(key)
+            yield sent
             messages = sub.__aiter__()
             while True:
                 try:
@@ -60,7 +61,12 @@ async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[View
                     pass
                 except StopAsyncIteration:
                     return
-                yield await store.present(key)
+                # Our own join is announced too, and a second view of someone already
+                # present changes nothing: send a value only when it differs.
+                present = await store.present(key)
+                if present != sent:
+                    sent = present
+                    yield sent
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

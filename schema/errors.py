@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from resolvers.errors import (
     DomainError,
@@ -116,8 +118,16 @@ async def respond(
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
+# Raised by Strawberry, before execution, for a request that names no runnable operation
+# (none at all, an unknown name, or a type the transport does not run): the client's
+# mistake, not ours.
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
+
 def _extensions(error: GraphQLError) -> dict[str, Any]:
     original = error.original_error
+    if isinstance(original, _REQUEST_ERRORS):
+        return {"code": "BAD_REQUEST"}
     if isinstance(original, DomainError):
         extensions: dict[str, Any] = {"code": original.code}
         if isinstance(original, InvalidInput) and original.field:
@@ -142,8 +152,10 @@ class ErrorCodes(SchemaExtension):
         extensions = {**(error.extensions or {}), **_extensions(error)}
         message = error.message
         original = error.original_error
-        unexpected = original is not None and not isinstance(original, DomainError)
-        if unexpected and not isinstance(original, GraphQLError):
+        unexpected = original is not None and not isinstance(
+            original, (DomainError, GraphQLError, *_REQUEST_ERRORS)
+        )
+        if unexpected:
             log.error("unexpected error in %s", error.path, exc_info=original)
             if not self.debug:
                 message = "Unexpected error."
@@ -169,10 +181,21 @@ class ErrorCodes(SchemaExtension):
         yield
         if self._streamed:
             return
-        self._convert_result(self.execution_context.result)
+        # Strawberry keeps the result's errors as the pre-execution errors too: convert
+        # (and log) each error once, and hand both lists the same converted error.
+        converted: dict[int, GraphQLError] = {}
+
+        def once(error: GraphQLError) -> GraphQLError:
+            if id(error) not in converted:
+                converted[id(error)] = self._convert(error)
+            return converted[id(error)]
+
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [once(e) for e in result.errors]
         pre = self.execution_context.pre_execution_errors
         if pre:
-            self.execution_context.pre_execution_errors = [self._convert(e) for e in pre]
+            self.execution_context.pre_execution_errors = [once(e) for e in pre]
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
         """Each result of a subscription, before it is sent."""

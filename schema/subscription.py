@@ -23,6 +23,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import Info
 
 from resolvers import live, presence
+from resolvers.event import event_cursor
 from resolvers.live import SharedEvent
 from schema.arguments import EventsAfter, WorkspaceId
 from schema.context import ctx
@@ -47,13 +48,17 @@ class SharedRenderExecutor(StrawberryGraphQLCoreExecutionContext):
         key = self._selection_key
         if not isinstance(shared, SharedEvent) or key is None:
             return super().execute_operation(serially)
-        if key in shared.rendered:
-            return shared.rendered[key]
-        result = super().execute_operation(serially)
-        if self.is_awaitable(result):
-            # Concurrent subscribers await the same rendering.
-            result = asyncio.ensure_future(result)
-        shared.rendered[key] = result
+        if key not in shared.rendered:
+            result = super().execute_operation(serially)
+            if self.is_awaitable(result):
+                # Concurrent subscribers await the same rendering.
+                result = asyncio.ensure_future(result)
+            shared.rendered[key] = result
+        result = shared.rendered[key]
+        if isinstance(result, asyncio.Future):
+            # A subscriber that goes away mid-rendering must not cancel it for the others
+            # (awaiting a task from a cancelled task cancels the awaited task).
+            return asyncio.shield(result)
         return result
 
 
@@ -79,7 +84,9 @@ class Subscription:
     async def workspace_events(
         self, info: Info, workspace_id: WorkspaceId, after: EventsAfter = None
     ) -> AsyncGenerator[Event, None]:
-        async for event in live.workspace_events(ctx(info), workspace_id, after):
+        c = ctx(info)
+        async for event in live.workspace_events(c, workspace_id, c.resume_after or after):
+            c.stream_position = event_cursor(event.seq)
             yield Event(row=event)
 
     @strawberry.subscription(

@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services,
         compiled_reads=settings.compiled_reads,
         cache=cache,
+        max_message_bytes=settings.max_body_bytes,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
     )

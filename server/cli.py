@@ -53,6 +53,9 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_config=None,
         ws="websockets-sansio",
+        # The WebSocket library refuses a larger message (1009) before buffering it whole;
+        # the app checks again for any other ASGI server (server/websocket.py).
+        ws_max_size=settings.max_body_bytes,
         proxy_headers=True,
     )
     return 0

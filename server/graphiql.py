@@ -7,7 +7,9 @@ their versions, licenses and digests in VERSIONS.txt there) and the page names n
 Queries and mutations go over HTTP POST to the endpoint; subscriptions go over WebSocket to
 the same path (`graphql-transport-ws`, via the vendored graphql-ws client). A WebSocket carries
 no headers of its own, so the page copies the Authorization header typed in GraphiQL's headers
-editor into the `connection_init` payload as `{"authorization": "Bearer …"}`.
+editor into the `connection_init` payload as `{"authorization": "Bearer …"}`. A socket the
+server closes with 4400, 4401, 4403 or 1009 is not retried (graphql-ws would retry 4403 for
+about 40 s): the subscription fails at once with the code, the reason and what to do.
 """
 
 from __future__ import annotations
@@ -94,6 +96,49 @@ $scripts
     return found;
   }
 
+  // Close codes that retrying cannot cure: a bad request or message (4400, 1009), no or a
+  // refused token (4401, 4403). graphql-ws would retry 4403 for about 40 s before saying
+  // anything; these fail the operation at once, with the reason.
+  var FATAL = { 1009: true, 4400: true, 4401: true, 4403: true };
+  var HINTS = {
+    1009: "the message is larger than the server accepts.",
+    4400: "the server could not accept a message on this socket.",
+    4401: "the socket was not authenticated.",
+    4403: "the access token is missing, invalid or expired: sign in again and put " +
+      "'Bearer <accessToken>' in the Authorization header."
+  };
+  function isCloseEvent(value) {
+    return value !== null && typeof value === "object" && typeof value.code === "number" &&
+      "reason" in value;
+  }
+  function shouldRetry(closeEventOrError) {
+    return !(isCloseEvent(closeEventOrError) && FATAL[closeEventOrError.code]);
+  }
+  function explain(closeEventOrError) {
+    if (!isCloseEvent(closeEventOrError)) {
+      return closeEventOrError;
+    }
+    var code = closeEventOrError.code;
+    var reason = closeEventOrError.reason ? " " + closeEventOrError.reason : "";
+    return new Error(
+      "WebSocket closed (" + code + reason + ")" + (HINTS[code] ? ": " + HINTS[code] : ".")
+    );
+  }
+  // GraphiQL shows a subscription's error as it gets it: hand it an explained one.
+  function explainingClient(client) {
+    return {
+      subscribe: function (payload, sink) {
+        return client.subscribe(payload, {
+          next: function (value) { sink.next(value); },
+          complete: function () { sink.complete(); },
+          error: function (error) { sink.error(explain(error)); }
+        });
+      },
+      dispose: function () { client.dispose(); }
+    };
+  }
+  var lastClose = null;
+
   // One WebSocket client per credential: the server authenticates a socket once, at
   // connection_init, so a changed Authorization header needs a new connection.
   var current = null;
@@ -107,7 +152,17 @@ $scripts
     var client = graphqlWs.createClient({
       url: wsUrl.href,
       lazy: true,
-      connectionParams: authorization === null ? {} : { authorization: authorization }
+      connectionParams: authorization === null ? {} : { authorization: authorization },
+      retryAttempts: 5,
+      shouldRetry: shouldRetry,
+      on: {
+        closed: function (event) {
+          if (isCloseEvent(event) && FATAL[event.code]) {
+            lastClose = { code: event.code, reason: event.reason, message: explain(event).message };
+            if (window.console) { window.console.warn(lastClose.message); }
+          }
+        }
+      }
     });
     current = {
       authorization: authorization,
@@ -115,7 +170,7 @@ $scripts
       // Concord serves neither @defer nor @stream: plain JSON over POST, like any frontend.
       fetcher: GraphiQL.createFetcher({
         url: httpUrl.href,
-        wsClient: client,
+        wsClient: explainingClient(client),
         enableIncrementalDelivery: false
       })
     };
@@ -129,7 +184,14 @@ $scripts
   }
 
   // For the browser console and the browser test: the same fetcher GraphiQL uses.
-  window.concordGraphiQL = { fetcher: fetcher, httpUrl: httpUrl.href, wsUrl: wsUrl.href };
+  window.concordGraphiQL = {
+    fetcher: fetcher,
+    httpUrl: httpUrl.href,
+    wsUrl: wsUrl.href,
+    shouldRetry: shouldRetry,
+    explain: explain,
+    lastClose: function () { return lastClose; }
+  };
   ReactDOM.createRoot(document.getElementById("graphiql")).render(
     React.createElement(GraphiQL, {
       fetcher: fetcher,

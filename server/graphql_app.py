@@ -1,4 +1,4 @@
-"""The GraphQL endpoint: HTTP queries and mutations, WebSocket subscriptions, GraphiQL."""
+"""The GraphQL endpoint: queries, mutations and subscriptions over HTTP, SSE and WebSocket."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -40,6 +39,12 @@ from server.negotiation import (
     wants_graphql_response,
 )
 from server.response_cache import ResponseCache
+from server.sse import EventStreams
+from server.websocket import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    LegacyProtocolHandler,
+    LimitedWebSocketAdapter,
+)
 
 
 def graphql_error_response(
@@ -111,8 +116,11 @@ async def _close_expired(websocket: WebSocket) -> None:
         await websocket.close(code=4403, reason="Access token expired")
 
 
-class ConcordGraphQL(GraphQL[Context, None]):
+class ConcordGraphQL(EventStreams):
     """Strawberry's ASGI view with Concord's context, errors and offline GraphiQL."""
+
+    websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
+    graphql_ws_handler_class = LegacyProtocolHandler
 
     def __init__(
         self,
@@ -121,6 +129,7 @@ class ConcordGraphQL(GraphQL[Context, None]):
         *,
         compiled_reads: bool = True,
         cache: ResponseCache | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
@@ -128,6 +137,7 @@ class ConcordGraphQL(GraphQL[Context, None]):
         self.compiled = CompiledReads(schema._schema) if compiled_reads else None
         self.cache = cache
         self.scopes = ReadScopes()
+        self.max_message_bytes = max_message_bytes
 
     async def execute_single(
         self,

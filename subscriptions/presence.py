@@ -18,6 +18,7 @@ all updated by one Lua script so that concurrent processes agree on who arrived 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -286,8 +287,22 @@ class RedisPresence(_Notifier):
         joined = [change[1:] for change in changes if change.startswith("+")]
         left = [change[1:] for change in changes if change.startswith("-")]
         await self._notify(board_id, joined, left)
+        _raise_if_cancelled()
         pairs = zip(entries[::2], entries[1::2], strict=True)
         return _viewers((user, _from_micros(since)) for user, since in pairs)
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that redis-py swallowed.
+
+    redis-py's asyncio client (8.1) often completes a command whose task was cancelled
+    meanwhile and returns normally, dropping the CancelledError: a presence subscription
+    whose WebSocket closed then lived on (and kept its viewer present) until its next
+    send failed. The command's effect stands; the cancellation goes on from here.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def presence_from_url(

@@ -145,3 +145,32 @@ async def test_presence_from_redis_url() -> None:
         assert store.heartbeat_interval == 2
     finally:
         await store.aclose()
+
+
+async def test_a_cancelled_redis_presence_call_stays_cancelled(
+    shared_redis_url: str, prefix: str
+) -> None:
+    """redis-py can swallow a cancellation that arrives mid-command; the store re-raises it,
+    so a subscription whose client went away ends instead of living on."""
+    broker = fast_redis_broker(shared_redis_url)
+    await broker.connect()
+    store = RedisPresence(shared_redis_url, broker, ttl=PRESENCE_TTL, key_prefix=prefix)
+    board = str(uuid.uuid4())
+    returned = cancelled = 0
+    try:
+        for attempt in range(200):
+            task = asyncio.ensure_future(store.present(board))
+            for _ in range(attempt % 8):  # cancel at different points of the command
+                await asyncio.sleep(0)
+            if not task.cancel():
+                continue  # already finished: nothing to cancel
+            try:
+                await task
+                returned += 1
+            except asyncio.CancelledError:
+                cancelled += 1
+    finally:
+        await store.aclose()
+        await broker.disconnect()
+    assert returned == 0, f"{returned} cancelled calls returned normally ({cancelled} raised)"
+    assert cancelled > 0
