@@ -123,7 +123,7 @@ def summarise(path: Path, title: str, top: int = 30) -> str:
     def pct(n: int) -> str:
         return f"{100 * n / total:5.1f} %"
 
-    out = [f"#### {title}", "", f"{total} samples at 100 Hz (idle excluded).", ""]
+    out = [f"### {title}", "", f"{total} samples at 100 Hz (idle excluded).", ""]
     out += ["Shares of CPU samples passing through (overlapping):", "```"]
     out += [f"{pct(shares[label])}  {label}" for label, _ in SHARES]
     out.append(f"{pct(outside)}  none of these (event loop, HTTP, middleware, loop callbacks)")

@@ -59,7 +59,7 @@ def table(runs: list[dict[str, Any]], exact: dict[tuple[str, str], dict[str, Any
             str(c),
             _cell(v, "concord", "rps"),
             _cell(v, "postgraphile", "rps"),
-            f"**{spread(ratios, 3)}x**" if ratios else "-",
+            _ratio(ratios),
             f"{_cell(v, 'concord', 'p50_ms')} / {_cell(v, 'concord', 'p99_ms')}",
             f"{_cell(v, 'postgraphile', 'p50_ms')} / {_cell(v, 'postgraphile', 'p99_ms')}",
             f"{_cell(v, 'concord', 'cpu_ms_per_req')} / "
@@ -70,6 +70,13 @@ def table(runs: list[dict[str, Any]], exact: dict[tuple[str, str], dict[str, Any
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _ratio(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    med = f"**{statistics.median(ratios):.3f}x**"
+    return med if len(ratios) == 1 else f"{med} ({min(ratios):.3f}-{max(ratios):.3f})"
 
 
 def _order(key: tuple[str, int]) -> tuple[int, int]:
@@ -101,9 +108,9 @@ def record_section(
     m, v = meta["machine"], meta["versions"]
     lines = [
         "",
-        f"### Reads vs. PostGraphile: run of {meta['started']}",
+        f"## Reads vs. PostGraphile: run of {meta['started']}",
         "",
-        f"Command: `{meta['command']}`" + (f" — {args.note}" if args.note else ""),
+        f"Command: `{meta['command']}`",
         "",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, Linux "
         f"{m['kernel']}; load average at start {m['loadavg_at_start']} (shared machine: "

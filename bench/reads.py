@@ -223,7 +223,10 @@ def measure(
     rs.wait_idle(target.pid)
     reset_statements(pg)
     cpu0, db0 = rs.tree_cpu_seconds(target.pid), rs.tree_cpu_seconds(pg.pid)
+    started = time.monotonic()
     out = run_wrk(wrk, target, connections, duration)
+    loaded = time.monotonic() - started
+    cpu_loaded = rs.tree_cpu_seconds(target.pid)
     rs.wait_idle(target.pid)
     cpu1, db1 = rs.tree_cpu_seconds(target.pid), rs.tree_cpu_seconds(pg.pid)
     statements, txn, _ = read_statements(pg)
@@ -238,6 +241,8 @@ def measure(
         "p99_ms": out["p99_us"] / 1000,
         "max_ms": out["max_us"] / 1000,
         "cpu_ms_per_req": 1000 * (cpu1 - cpu0) / served,
+        # Cores the server got while wrk ran: well under 1 means the machine starved it.
+        "server_cores_busy": (cpu_loaded - cpu0) / loaded,
         "db_cpu_ms_per_req": 1000 * (db1 - db0) / served,
         "sql_per_req": statements / served,
         "txn_per_req": txn / served,
@@ -358,7 +363,8 @@ def benchmark(
                 progress(
                     f"round {round_no} {query} c={c} {server}: {found['rps']:.1f} req/s, "
                     f"p50 {found['p50_ms']:.1f} ms, p99 {found['p99_ms']:.1f} ms, "
-                    f"CPU {found['cpu_ms_per_req']:.2f} ms/req, errors {found['errors']}"
+                    f"CPU {found['cpu_ms_per_req']:.2f} ms/req, "
+                    f"{found['server_cores_busy']:.2f} cores busy, errors {found['errors']}"
                 )
     return runs
 
