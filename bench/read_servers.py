@@ -306,9 +306,17 @@ def _answers(url: str) -> bool:
 
 
 def start_concord(
-    workdir: Path, database_url: str, jwt_secret: str, extra_env: Mapping[str, str]
+    workdir: Path,
+    database_url: str,
+    jwt_secret: str,
+    extra_env: Mapping[str, str],
+    started: list[Any],
 ) -> tuple[Server, str]:
-    """`concord serve` (one process, uvicorn) on a free port, with Concord's defaults."""
+    """`concord serve` (one process, uvicorn) on a free port, with Concord's defaults.
+
+    The process joins `started` as soon as it exists, so that it is stopped even when
+    waiting for it to answer fails or is interrupted.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -320,6 +328,7 @@ def start_concord(
     concord = Path(sys.executable).parent / "concord"
     argv = [str(concord), "serve", "--host", "127.0.0.1", "--port", str(port)]
     server = spawn("concord", argv, workdir / "concord.log", env=env)
+    started.append(server)
     url = f"http://127.0.0.1:{port}/graphql"
     wait_for(lambda: _answers(url), server, "Concord")
     return server, url
@@ -351,7 +360,7 @@ def install_postgraphile() -> Path:
 
 
 def start_postgraphile(
-    workdir: Path, connection: str, jwt: tuple[str, str, str] | None
+    workdir: Path, connection: str, jwt: tuple[str, str, str] | None, started: list[Any]
 ) -> tuple[Server, str]:
     """PostGraphile 4 (one Node process) on the same database, production settings.
 
@@ -370,6 +379,7 @@ def start_postgraphile(
         argv += ["--jwt-verify-issuer", issuer, "--jwt-verify-audience", audience]
     env = {**os.environ, "NODE_ENV": "production"}
     server = spawn("postgraphile", argv, workdir / "postgraphile.log", env=env, cwd=NODE_DIR)
+    started.append(server)  # stopped even if it never answers
     url = f"http://127.0.0.1:{port}/graphql"
     wait_for(lambda: _answers(url), server, "PostGraphile")
     return server, url

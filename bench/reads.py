@@ -414,13 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         servers = servers_of(args)
         if "concord" in servers:
             env = dict(item.split("=", 1) for item in args.concord_env)
-            concord, url = rs.start_concord(workdir, pg.url("postgresql+asyncpg"), JWT_SECRET, env)
-            started.append(concord)
+            db_url = pg.url("postgresql+asyncpg")
+            concord, url = rs.start_concord(workdir, db_url, JWT_SECRET, env, started)
             urls["concord"] = (url, concord.pid)
         if "postgraphile" in servers:
             jwt = (JWT_SECRET, "concord", "concord") if args.postgraphile_jwt else None
-            graphile, url = rs.start_postgraphile(workdir, pg.url(), jwt)
-            started.append(graphile)
+            graphile, url = rs.start_postgraphile(workdir, pg.url(), jwt, started)
             urls["postgraphile"] = (url, graphile.pid)
         targets = make_targets(args, workdir, urls, ids, token)
         meta = {
@@ -462,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         progress(f"error: {exc}")
         return 1
+    except KeyboardInterrupt:
+        progress("interrupted: stopping the servers")
+        return 130
     finally:
         rs.stop_all(started)
         shutil.rmtree(workdir, ignore_errors=True)
