@@ -65,8 +65,13 @@ def have_py_spy() -> str | None:
     return str(found) if found.exists() else shutil.which("py-spy")
 
 
-def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
-    """Start py-spy on `pid` for `seconds`, writing folded stacks to `output`."""
+def record(
+    pid: int, seconds: float, output: Path, *, native: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start py-spy on `pid` for `seconds`, writing folded stacks to `output`.
+
+    `native` adds C frames (e.g. the garbage collector's), at a higher sampling cost.
+    """
     py_spy = have_py_spy()
     if py_spy is None:
         raise RuntimeError(
@@ -74,6 +79,8 @@ def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
         )
     argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds))]
     argv += ["--rate", "100", "--format", "raw", "--nolineno", "--output", str(output)]
+    if native:
+        argv.append("--native")
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

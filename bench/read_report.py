@@ -46,6 +46,10 @@ def table(runs: list[dict[str, Any]], exact: dict[tuple[str, str], dict[str, Any
         "| SQL + BEGIN/COMMIT/ROLLBACK per req C / P |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    with_gc = any("gc_ms_per_req" in r for r in runs)
+    if with_gc:
+        lines[0] += " Concord GC ms/req (full collections/req) |"
+        lines[1] += "---:|"
     keys = sorted({(r["query"], r["connections"]) for r in runs}, key=_order)
     for query, c in keys:
         v: dict[tuple[str, str], list[float]] = {}
@@ -68,6 +72,13 @@ def table(runs: list[dict[str, Any]], exact: dict[tuple[str, str], dict[str, Any
             f"{_cell(v, 'postgraphile', 'db_cpu_ms_per_req')}",
             f"{_sql(exact, 'concord', query)} / {_sql(exact, 'postgraphile', query)}",
         ]
+        if with_gc:
+            mine = [r for r in runs if (r["query"], r["connections"]) == (query, c)]
+            gc = [r["gc_ms_per_req"] for r in mine if "gc_ms_per_req" in r]
+            full = [r["gc_full_per_req"] for r in mine if "gc_full_per_req" in r]
+            cells.append(
+                f"{statistics.median(gc):.2f} ({statistics.median(full):.2f})" if gc else "-"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -121,6 +132,7 @@ def record_section(
         f"PostGraphile {v['postgraphile']} on Node {v['node']}; {v['wrk']}.",
         f"- {args.rounds} rounds x {args.duration} s per run, wrk with 1 thread; "
         f"Concord environment: {args.concord_env or 'defaults'}; "
+        f"Concord GC: {args.concord_gc or 'untouched, not timed'}; "
         f"PostGraphile JWT: {'on' if args.postgraphile_jwt else 'off'}; "
         f"{'every workspace/board in turn' if args.vary else 'the same workspace/board'}.",
         f"- Raw results: `{raw}` (not committed).",

@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import read_gc
 import read_profile
 import read_queries as rq
 import read_report
@@ -84,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra environment for the Concord process (repeatable)",
     )
     parser.add_argument(
+        "--concord-gc",
+        metavar="default|off|freeze|T0,T1,T2",
+        help="time Concord's garbage collections (GC ms per request); off, freeze (after "
+        "the warm-up) or thresholds change the collector, as an experiment (bench/read_gc.py)",
+    )
+    parser.add_argument(
         "--vary", action="store_true", help="cycle through every workspace/board per request"
     )
     parser.add_argument(
@@ -95,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy profile of Concord")
     parser.add_argument("--profile-duration", type=int, default=15, help="seconds per query")
     parser.add_argument("--profile-connections", type=int, default=32, help="wrk -c under py-spy")
+    parser.add_argument(
+        "--profile-native", action="store_true", help="py-spy --native: C frames too (GC)"
+    )
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     parser.add_argument("--note", default="", help="a line for the RESULTS.md section")
     args = parser.parse_args(argv)
@@ -194,6 +204,7 @@ class Target:
     bodies: list[dict[str, Any]]
     headers: dict[str, str]
     script: Path
+    gc_stats: Path | None = None
 
 
 def run_wrk(
@@ -221,6 +232,7 @@ def measure(
     the partial work of 32 uncounted requests.
     """
     rs.wait_idle(target.pid)
+    gc0 = read_gc.snapshot(target.pid, target.gc_stats) if target.gc_stats else None
     reset_statements(pg)
     cpu0, db0 = rs.tree_cpu_seconds(target.pid), rs.tree_cpu_seconds(pg.pid)
     started = time.monotonic()
@@ -232,7 +244,11 @@ def measure(
     statements, txn, _ = read_statements(pg)
     served = out["requests"] + connections
     errors = sum(out[k] for k in ("connect", "read", "write", "status", "timeout"))
+    gc: dict[str, float] = {}
+    if gc0 is not None and target.gc_stats is not None:
+        gc = read_gc.difference(gc0, read_gc.snapshot(target.pid, target.gc_stats), served)
     return {
+        **gc,
         "requests": out["requests"],
         "errors": errors,
         "rps": out["requests"] / (out["duration_us"] / 1e6),
@@ -336,7 +352,10 @@ def make_targets(
             ]
             script = workdir / f"{server}-{query}.lua"
             script.write_text(rq.wrk_script("/graphql", bodies, headers))
-            targets[(server, query)] = Target(server, query, url, pid, bodies, headers, script)
+            target = Target(server, query, url, pid, bodies, headers, script)
+            if server == "concord" and args.concord_gc:
+                target.gc_stats = workdir / "gc-stats.json"
+            targets[(server, query)] = target
     return targets
 
 
@@ -360,11 +379,13 @@ def benchmark(
                 run.update(found)
                 runs.append(run)
                 results.write("run", **run)
+                gc = found.get("gc_ms_per_req")
                 progress(
                     f"round {round_no} {query} c={c} {server}: {found['rps']:.1f} req/s, "
                     f"p50 {found['p50_ms']:.1f} ms, p99 {found['p99_ms']:.1f} ms, "
                     f"CPU {found['cpu_ms_per_req']:.2f} ms/req, "
                     f"{found['server_cores_busy']:.2f} cores busy, errors {found['errors']}"
+                    + ("" if gc is None else f", GC {gc:.2f} ms/req")
                 )
     return runs
 
@@ -379,7 +400,9 @@ def profile(
         rs.wait_idle(target.pid)
         folded = RESULTS_DIR / f"profile-{query}-{datetime.now(UTC):%Y%m%d-%H%M%S}.txt"
         progress(f"profiling Concord on {query} for {args.profile_duration} s → {folded}")
-        spy = read_profile.record(target.pid, args.profile_duration, folded)
+        spy = read_profile.record(
+            target.pid, args.profile_duration, folded, native=args.profile_native
+        )
         time.sleep(1)  # py-spy attaches before the load starts
         out = run_wrk(wrk, target, args.profile_connections, args.profile_duration)
         _, err = spy.communicate(timeout=120)
@@ -414,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         servers = servers_of(args)
         if "concord" in servers:
             env = dict(item.split("=", 1) for item in args.concord_env)
+            if args.concord_gc:
+                env.update(read_gc.prepare(workdir, args.concord_gc)[0])
             db_url = pg.url("postgresql+asyncpg")
             concord, url = rs.start_concord(workdir, db_url, JWT_SECRET, env, started)
             urls["concord"] = (url, concord.pid)
@@ -439,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"warm-up: {target.server} {target.query}")
                 run_wrk(wrk, target, max(args.connections), args.warmup)
                 rs.wait_idle(target.pid)
+        if args.concord_gc == "freeze" and "concord" in urls:
+            read_gc.freeze(urls["concord"][1])
         exact = {key: exact_statements(pg, t) for key, t in targets.items()}
         for (server, query), found in exact.items():
             results.write("statements", server=server, query=query, **found)
