@@ -18,14 +18,17 @@ which goes first, and reports medians (min-max) over the rounds of: req/s, p50/p
 latency, the Concord ÷ PostGraphile ratio of each round, server CPU per request (the server
 process tree, from /proc), PostgreSQL CPU per request, and SQL statements and transaction
 statements (BEGIN/COMMIT/ROLLBACK) per request from pg_stat_statements. Statement counts in
-the summary come from an exact pass of sequential requests before the load runs.
+the summary come from an exact pass of sequential requests after the warm-up.
 
 Results: JSON lines in bench/.results/ (ignored), a markdown table on stdout; `--record`
 appends a dated section to bench/RESULTS.md. `--profile` records a py-spy profile of the
 Concord process under load (per query) and prints its summary. Filters for quick reruns:
 `--only concord|postgraphile|both`, `--queries nested mid trivial`, `--connections 1 32`;
 `--concord-env KEY=VALUE` (repeatable) passes settings to Concord; `--vary` cycles through
-every workspace / board instead of asking for the same one (a response cache's cold case).
+every workspace / board instead of asking for the same one (a response cache's cold case);
+`--postgraphile-jwt` makes PostGraphile verify the same bearer token. Experiments on the
+Concord process that leave its code alone: `--concord-gc` (time the garbage collector, or
+change it: bench/read_gc.py) and `--profile-native` (C frames in the profile).
 """
 
 from __future__ import annotations
