@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import read_gc
+import read_measure as rm
 import read_profile
 import read_queries as rq
 import read_report
@@ -60,8 +61,6 @@ from read_servers import BenchError, progress
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789abcdef"
 RESULTS_DIR = rs.BENCH_DIR / ".results"
 RESULTS_MD = rs.BENCH_DIR / "RESULTS.md"
-TXN = re.compile(r"^\s*(begin|commit|rollback|start|end|abort|savepoint|release)\b", re.I)
-EXACT_REQUESTS = 5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -173,132 +172,6 @@ def versions(pg: rs.Postgres, wrk: str) -> dict[str, str]:
     }
 
 
-# --- statistics from pg_stat_statements -------------------------------------------------
-
-STATS_SQL = f"""
-SELECT coalesce(json_agg(json_build_object('query', left(query, 400), 'calls', calls)
-                ORDER BY calls DESC), '[]')
-FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-WHERE d.datname = '{rs.DATABASE}'
-"""
-
-
-def reset_statements(pg: rs.Postgres) -> None:
-    pg.psql("postgres", "SELECT pg_stat_statements_reset()")
-
-
-def read_statements(pg: rs.Postgres) -> tuple[int, int, list[dict[str, Any]]]:
-    """(statements, transaction statements, the statements with their calls) since reset."""
-    rows: list[dict[str, Any]] = json.loads(pg.psql("postgres", STATS_SQL))
-    txn = sum(r["calls"] for r in rows if TXN.match(r["query"]))
-    other = sum(r["calls"] for r in rows if not TXN.match(r["query"]))
-    return other, txn, rows
-
-
-# --- the benchmark --------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Target:
-    server: str
-    query: str
-    url: str
-    pid: int
-    bodies: list[dict[str, Any]]
-    headers: dict[str, str]
-    script: Path
-    gc_stats: Path | None = None
-
-
-def run_wrk(
-    wrk: str, target: Target, connections: int, duration: int, timeout: int = 60
-) -> dict[str, Any]:
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s"]
-    argv += ["--latency", "-s", str(target.script), target.url]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    result: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
-    return result
-
-
-def measure(
-    wrk: str, pg: rs.Postgres, target: Target, connections: int, duration: int
-) -> dict[str, Any]:
-    """One wrk run with the server's and PostgreSQL's CPU and the statements it caused.
-
-    When wrk stops, each connection still has a request in flight that it does not count;
-    the server finishes those anyway. So CPU and statements are read once the server is
-    idle again and divided by the requests wrk counted plus one per connection: without
-    that, a slow query at 32 connections (a handful of requests per run) would be charged
-    the partial work of 32 uncounted requests.
-    """
-    rs.wait_idle(target.pid)
-    gc0 = read_gc.snapshot(target.pid, target.gc_stats) if target.gc_stats else None
-    reset_statements(pg)
-    cpu0, db0 = rs.tree_cpu_seconds(target.pid), rs.tree_cpu_seconds(pg.pid)
-    started = time.monotonic()
-    out = run_wrk(wrk, target, connections, duration)
-    loaded = time.monotonic() - started
-    cpu_loaded = rs.tree_cpu_seconds(target.pid)
-    rs.wait_idle(target.pid)
-    cpu1, db1 = rs.tree_cpu_seconds(target.pid), rs.tree_cpu_seconds(pg.pid)
-    statements, txn, _ = read_statements(pg)
-    served = out["requests"] + connections
-    errors = sum(out[k] for k in ("connect", "read", "write", "status", "timeout"))
-    gc: dict[str, float] = {}
-    if gc0 is not None and target.gc_stats is not None:
-        gc = read_gc.difference(gc0, read_gc.snapshot(target.pid, target.gc_stats), served)
-    return {
-        **gc,
-        "requests": out["requests"],
-        "errors": errors,
-        "rps": out["requests"] / (out["duration_us"] / 1e6),
-        "p50_ms": out["p50_us"] / 1000,
-        "p90_ms": out["p90_us"] / 1000,
-        "p99_ms": out["p99_us"] / 1000,
-        "max_ms": out["max_us"] / 1000,
-        "cpu_ms_per_req": 1000 * (cpu1 - cpu0) / served,
-        # Cores the server got while wrk ran: well under 1 means the machine starved it.
-        "server_cores_busy": (cpu_loaded - cpu0) / loaded,
-        "db_cpu_ms_per_req": 1000 * (db1 - db0) / served,
-        "sql_per_req": statements / served,
-        "txn_per_req": txn / served,
-    }
-
-
-def exact_statements(pg: rs.Postgres, target: Target) -> dict[str, Any]:
-    """Statements per request from a few sequential requests (no request cut off)."""
-    rs.wait_idle(target.pid)
-    reset_statements(pg)
-    for i in range(EXACT_REQUESTS):
-        rs.http_post(target.url, target.bodies[i % len(target.bodies)], target.headers)
-    statements, txn, rows = read_statements(pg)
-    return {
-        "sql": statements / EXACT_REQUESTS,
-        "txn": txn / EXACT_REQUESTS,
-        "statements": [
-            {"calls_per_req": r["calls"] / EXACT_REQUESTS, "query": r["query"]} for r in rows
-        ],
-    }
-
-
-def check_answers(targets: dict[tuple[str, str], Target], queries: list[str]) -> dict[str, int]:
-    """Both servers return the same data for every request body; rows per query."""
-    rows: dict[str, int] = {}
-    for query in queries:
-        mine = [t for (server, q), t in targets.items() if q == query]
-        for i in range(len(mine[0].bodies)):
-            answers = {t.server: rs.http_post(t.url, t.bodies[i], t.headers) for t in mine}
-            wrong = rq.check_equal(query, answers)
-            if wrong:
-                raise BenchError(f"{query}: the servers disagree, not benchmarking:\n{wrong}")
-            rows[query] = rq.count_rows(next(iter(answers.values()))["data"])
-        progress(f"{query}: {len(mine[0].bodies)} request(s) checked, {rows[query]} objects each")
-    return rows
-
-
 class Results:
     """JSON lines into bench/.results/reads-<UTC time>.jsonl, one object per line."""
 
@@ -342,7 +215,7 @@ def make_targets(
     urls: dict[str, tuple[str, int]],
     ids: rq.Ids,
     token: str,
-) -> dict[tuple[str, str], Target]:
+) -> dict[tuple[str, str], rm.Target]:
     targets = {}
     for server, (url, pid) in urls.items():
         headers = {"Content-Type": "application/json"}
@@ -355,7 +228,7 @@ def make_targets(
             ]
             script = workdir / f"{server}-{query}.lua"
             script.write_text(rq.wrk_script("/graphql", bodies, headers))
-            target = Target(server, query, url, pid, bodies, headers, script)
+            target = rm.Target(server, query, url, pid, bodies, headers, script)
             if server == "concord" and args.concord_gc:
                 target.gc_stats = workdir / "gc-stats.json"
             targets[(server, query)] = target
@@ -366,7 +239,7 @@ def benchmark(
     args: argparse.Namespace,
     wrk: str,
     pg: rs.Postgres,
-    targets: dict[tuple[str, str], Target],
+    targets: dict[tuple[str, str], rm.Target],
     results: Results,
 ) -> list[dict[str, Any]]:
     servers = servers_of(args)
@@ -377,7 +250,7 @@ def benchmark(
         for query, c in rq.combos(args.queries, args.connections):
             for server in order:
                 target = targets[(server, query)]
-                found = measure(wrk, pg, target, c, args.duration)
+                found = rm.measure(wrk, pg, target, c, args.duration)
                 run = {"round": round_no, "server": server, "query": query, "connections": c}
                 run.update(found)
                 runs.append(run)
@@ -394,7 +267,7 @@ def benchmark(
 
 
 def profile(
-    args: argparse.Namespace, wrk: str, targets: dict[tuple[str, str], Target], workdir: Path
+    args: argparse.Namespace, wrk: str, targets: dict[tuple[str, str], rm.Target], workdir: Path
 ) -> str:
     """A py-spy profile of Concord per query under load; the text summaries."""
     texts = []
@@ -407,7 +280,7 @@ def profile(
             target.pid, args.profile_duration, folded, native=args.profile_native
         )
         time.sleep(1)  # py-spy attaches before the load starts
-        out = run_wrk(wrk, target, args.profile_connections, args.profile_duration)
+        out = rm.run_wrk(wrk, target, args.profile_connections, args.profile_duration)
         _, err = spy.communicate(timeout=120)
         if spy.returncode != 0 or not folded.exists():
             raise BenchError(f"py-spy failed: {err.decode(errors='replace')}")
@@ -459,17 +332,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         results.write("meta", **meta)
         if len(servers) == 2:
-            rows = check_answers(targets, args.queries)
+            rows = rm.check_answers(targets, args.queries)
             results.write("checked", objects=rows)
         if args.warmup > 0:
             # Pools filled, code paths warm: the first requests open connections (unpinged).
             for target in targets.values():
                 progress(f"warm-up: {target.server} {target.query}")
-                run_wrk(wrk, target, max(args.connections), args.warmup)
+                rm.run_wrk(wrk, target, max(args.connections), args.warmup)
                 rs.wait_idle(target.pid)
         if args.concord_gc == "freeze" and "concord" in urls:
             read_gc.freeze(urls["concord"][1])
-        exact = {key: exact_statements(pg, t) for key, t in targets.items()}
+        exact = {key: rm.exact_statements(pg, t) for key, t in targets.items()}
         for (server, query), found in exact.items():
             results.write("statements", server=server, query=query, **found)
             progress(f"{server} {query}: {found['sql']:g} statements + {found['txn']:g} txn")
