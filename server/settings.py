@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     response_cache: bool = True
     response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     response_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+    # Freeze the start-up heap out of the garbage collector's sight (see server/app.py).
+    gc_freeze: bool = True
 
     log_level: str = "INFO"
     debug: bool = False

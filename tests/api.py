@@ -162,6 +162,9 @@ def settings_for(database_url: str, data_dir: Path, **overrides: object) -> Sett
         "database_url": database_url,
         "jwt_secret": "test-secret-that-is-long-enough-for-hs256-0123456789",
         "CONCORD_DATA_DIR": data_dir,
+        # Hundreds of apps start in one test process: freezing each one's heap would keep
+        # every earlier test's cyclic garbage for good.
+        "gc_freeze": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
