@@ -8,6 +8,7 @@ number of rows it returns.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
@@ -37,6 +38,20 @@ Sessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 MAX_BATCH = MAX_IDS_PER_STATEMENT
 
 
+class SharedLoader(DataLoader[K, V]):
+    """A DataLoader whose futures survive the cancellation of one of their waiters.
+
+    A loader hands every caller of `load(key)` the same future. graphql-core cancels the
+    sibling fields of a field that fails, and cancelling a task that awaits a future
+    cancels the future itself: every *other* field waiting for that key then got
+    CancelledError, which escaped the request instead of being a field error. Each caller
+    now awaits the future through its own shield.
+    """
+
+    def load(self, key: K) -> Awaitable[V]:
+        return asyncio.shield(super().load(key))
+
+
 def borrowed(session: AsyncSession) -> Sessions:
     """Batches that all read through `session`, which stays open (its owner closes it).
 
@@ -60,7 +75,7 @@ def _by_id(
             rows = {row.id: row for row in await fetch(session, ids)}
         return [rows.get(i) for i in ids]
 
-    return DataLoader(load_fn=load, max_batch_size=MAX_BATCH)
+    return SharedLoader(load_fn=load, max_batch_size=MAX_BATCH)
 
 
 def _paged(
@@ -83,7 +98,7 @@ def _paged(
                     found[(parent, first, after)] = pages.get(parent, [])
         return [found[key] for key in keys]
 
-    return DataLoader(load_fn=load, max_batch_size=MAX_BATCH)
+    return SharedLoader(load_fn=load, max_batch_size=MAX_BATCH)
 
 
 class Loaders:
@@ -116,7 +131,7 @@ class Loaders:
                     grouped[row.workspace_id].append(row)
             return [grouped[i] for i in ids]
 
-        self.memberships_by_workspace: DataLoader[uuid.UUID, list[Membership]] = DataLoader(
+        self.memberships_by_workspace: DataLoader[uuid.UUID, list[Membership]] = SharedLoader(
             load_fn=members, max_batch_size=MAX_BATCH
         )
 
@@ -128,6 +143,6 @@ class Loaders:
             by_workspace = {row.workspace_id: row.role for row in rows}
             return [by_workspace.get(i) for i in ids]
 
-        self.viewer_role_by_workspace: DataLoader[uuid.UUID, str | None] = DataLoader(
+        self.viewer_role_by_workspace: DataLoader[uuid.UUID, str | None] = SharedLoader(
             load_fn=roles, max_batch_size=MAX_BATCH
         )

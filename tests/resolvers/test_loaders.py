@@ -99,3 +99,19 @@ async def test_nested_query_statement_count_does_not_grow_with_rows(
     # role, workspace, members, boards, cards, comments, users (assignees + authors + members)
     assert small_count == large_count
     assert large_count <= 9
+
+
+async def test_a_failing_field_does_not_cancel_siblings_waiting_for_the_same_row(api: Api) -> None:
+    """graphql-core cancels the siblings of a failing field; a loader future they share
+    with another field must survive that (it used to escape as CancelledError)."""
+    owner = await api.register()
+    ws = await api.workspace(owner)
+    board = await api.board(owner, ws["id"])
+    card = await api.card(owner, board["id"])
+    query = """query($id: ID!) {
+      a: card(id: $id) { board { id } comments(first: 0) { nodes { id } } }
+      b: card(id: $id) { board { id } } }"""
+    for _ in range(3):
+        payload = await api(query, {"id": card["id"]}, owner.token)
+        assert payload["data"] == {"a": None, "b": {"board": {"id": board["id"]}}}
+        assert [e["extensions"]["code"] for e in payload["errors"]] == ["VALIDATION_FAILED"]
