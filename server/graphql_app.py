@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from graphql.execution.values import VariableValues
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -26,10 +25,9 @@ from strawberry.types.unset import UNSET, UnsetType
 from auth.backend import Viewer, viewer_from_header
 from auth.tokens import InvalidToken
 from resolvers.context import Context, Services
-from resolvers.read_scope import ReadScopes
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
-from schema.compiled import CompiledReads, confined_root
-from schema.compiled.plan import Selection
+from schema.compiled import CompiledReads
+from server.compiled_http import CompiledAnswers
 from server.graphiql import graphiql_html
 from server.negotiation import (
     GRAPHQL_RESPONSE,
@@ -39,7 +37,7 @@ from server.negotiation import (
     wants_graphql_response,
 )
 from server.response_cache import ResponseCache
-from server.sse import EventStreams
+from server.sse import EventStreams, accepts_event_stream
 from server.websocket import (
     DEFAULT_MAX_MESSAGE_BYTES,
     LegacyProtocolHandler,
@@ -134,9 +132,9 @@ class ConcordGraphQL(EventStreams):
     ) -> None:
         super().__init__(schema, **kwargs)
         self.services = services
-        self.compiled = CompiledReads(schema._schema) if compiled_reads else None
-        self.cache = cache
-        self.scopes = ReadScopes()
+        self.compiled = (
+            CompiledAnswers(CompiledReads(schema._schema), cache) if compiled_reads else None
+        )
         self.max_message_bytes = max_message_bytes
 
     async def execute_single(
@@ -161,25 +159,13 @@ class ConcordGraphQL(EventStreams):
             return await super().execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data
             )
-        prepared = compiled.prepare(query, request_data.operation_name, request_data.variables)
-        if prepared is not None:
-            plan, variables = prepared
-            key = await self._cache_key(context, request_data, *prepared)
-            if key is not None and self.cache is not None:
-                hit = await self.cache.get(key)
-                if hit is not None:
-                    # Spliced into the response as it is, without decoding (see encode_json).
-                    cached: Any = orjson.Fragment(hit)
-                    return ExecutionResult(data=cached, errors=None)
-            data = await compiled.execute(context, plan, variables)
-            if data is not None:
-                if key is not None and self.cache is not None:
-                    await self.cache.set(key, data)
-                return ExecutionResult(data=data, errors=None)
+        data = await compiled.answer(context, query, operation_name, request_data.variables)
+        if data is not None:
+            return ExecutionResult(data=data, errors=None)
         result = await super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
-        compiled.learn(query, request_data.operation_name, result.data is not None)
+        compiled.learn(query, operation_name, result.data is not None)
         return result
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -192,6 +178,17 @@ class ConcordGraphQL(EventStreams):
                     timer.cancel()
             return
         request = Request(scope=scope, receive=receive)
+        if (
+            self.compiled is not None
+            and request.method == "POST"
+            and not accepts_event_stream(request.headers.get("accept", ""))
+        ):
+            compiled = await self.compiled.respond(
+                request, self._context, self.encode_json, _media_type(request)
+            )
+            if compiled is not None:
+                await compiled(scope, receive, send)
+                return
         try:
             await _require_json_object(request)
             response = _negotiated(request, await self.run(request))
@@ -201,25 +198,8 @@ class ConcordGraphQL(EventStreams):
             response = http_error_response(request, exc)
         await response(scope, receive, send)
 
-    async def _cache_key(
-        self,
-        context: Context,
-        request_data: GraphQLRequestData,
-        plan: Selection,
-        variables: VariableValues,
-    ) -> str | None:
-        """The response-cache key of a read confined to one workspace, else None."""
-        if self.cache is None or request_data.query is None:
-            return None
-        root = confined_root(plan, variables)
-        if root is None:
-            return None
-        scope = await self.scopes.scope(context, *root)
-        if scope is None:
-            return None
-        return self.cache.key(
-            request_data.query, request_data.operation_name, request_data.variables, scope
-        )
+    async def _context(self, request: Request) -> Context:
+        return await self.get_context(request, Response())
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
@@ -68,6 +68,7 @@ async def test_compiled_reads_answer_like_the_general_path(pair: Pair, data: st.
         query, variables = data.draw(documents(world))
         body = {"query": query, "variables": variables}
         token = data.draw(st.sampled_from(callers))
+        note(f"caller {callers.index(token)}: {query} {variables}")
         expected = await send(pair.general, body, token)
         await send(pair.compiled, body, token)  # the general path accepts it first
         before = answered()
