@@ -36,7 +36,7 @@ from graphql.execution.values import VariableValues, get_variable_values
 from prometheus_client import Counter
 
 from resolvers.context import Context
-from schema.compiled.execute import ROOT, Run
+from schema.compiled.execute import Run
 from schema.compiled.plan import NotCompilable, Planner, Selection, inclusion_variables
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,7 @@ class CompiledReads:
             async with ctx.reads() as session:
                 # One connection for the whole answer, root resolvers included: the plan
                 # runs its reads one after another.
-                run = Run(ctx.sharing(session), session, variables)
-                (data,) = await run.render(plan, [ROOT])
+                data = await Run(ctx.sharing(session), session, variables).answer(plan)
         except Exception as exc:
             log.debug("compiled read abandoned", extra={"reason": repr(exc)})
             COMPILED_READS.labels("abandoned").inc()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from graphql.execution.values import VariableValues
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +24,7 @@ from models.paging import MAX_IDS_PER_STATEMENT
 from resolvers.context import Context
 from resolvers.lists import ChildList
 from schema.compiled.plan import PlannedField, Selection
-from schema.compiled.sources import Bail
+from schema.compiled.sources import Bail, Load
 
 
 class ByIds(Protocol):
@@ -54,14 +54,52 @@ class Run:
         # Rows already loaded in this request, per table: a user who is both an assignee
         # and an author is read once.
         self._rows: dict[str, dict[Any, Any]] = defaultdict(dict)
+        # Related rows by id (`Load`), put off until the whole tree is known (see finish).
+        self._deferred: list[tuple[PlannedField, list[Any], list[dict[str, Any]]]] = []
+
+    async def answer(self, plan: Selection) -> dict[str, Any]:
+        """The `data` of the response."""
+        (data,) = await self.render(plan, [ROOT])
+        await self.finish()
+        return data
 
     async def render(self, selection: Selection, rows: list[Any]) -> list[dict[str, Any]]:
         if not rows:
             return []
         if not selection.fields:  # everything skipped by @skip/@include
             return [{} for _ in rows]
-        columns = [await field.source.column(field, rows, self) for field in selection.fields]
-        return list(map(selection.build, *columns))
+        columns: list[list[Any]] = []
+        deferred: list[PlannedField] = []
+        for field in selection.fields:
+            if isinstance(field.source, Load):
+                columns.append([None] * len(rows))  # filled in by finish()
+                deferred.append(field)
+            else:
+                columns.append(await field.source.column(field, rows, self))
+        built = list(map(selection.build, *columns))
+        self._deferred.extend((field, rows, built) for field in deferred)
+        return built
+
+    async def finish(self) -> None:
+        """Load the related rows that `render` put off: one statement per table for all.
+
+        A card's assignee and a comment's author are both users; loaded where they are met,
+        they cost a statement each, loaded together one. Their objects are filled into the
+        dicts already built (the key is there, so the order is the plan's). Rendering them
+        may put off more (a comment's card's board…): repeated until nothing is left.
+        """
+        while self._deferred:
+            pending, self._deferred = self._deferred, []
+            wanted: dict[str, set[Any]] = defaultdict(set)
+            for field, rows, _ in pending:
+                source = cast(Load, field.source)
+                wanted[source.table].update(k for k in map(source.key, rows) if k is not None)
+            for table, ids in wanted.items():
+                await self.load(table, ids)
+            for field, rows, built in pending:
+                values = await field.source.column(field, rows, self)
+                for target, value in zip(built, values, strict=True):
+                    target[field.key] = value
 
     async def objects(
         self, field: PlannedField, values: list[Any], many: bool = False
