@@ -27,6 +27,7 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
+    GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -59,10 +60,12 @@ class Compiled:
     operation: OperationDefinitionNode
     fragments: dict[str, FragmentDefinitionNode]
     switches: tuple[str, ...]
-    plans: dict[tuple[bool, ...], Selection | None] = field(default_factory=dict)
+    plans: dict[tuple[object, ...], Selection | None] = field(default_factory=dict)
 
     def plan(self, schema: GraphQLSchema, variables: VariableValues) -> Selection | None:
-        outcome = tuple(bool(variables.coerced.get(name)) for name in self.switches)
+        # The values themselves, not their truth: null must not pass for false (the
+        # general path refuses `@include(if: null)`, and so does the Planner).
+        outcome = tuple(variables.coerced.get(name) for name in self.switches)
         if outcome not in self.plans:
             if len(self.plans) >= MAX_PLANS_PER_DOCUMENT:
                 return None
@@ -70,7 +73,7 @@ class Compiled:
                 planned: Selection | None = Planner(schema, self.fragments, variables).operation(
                     self.operation
                 )
-            except NotCompilable as exc:
+            except (NotCompilable, GraphQLError) as exc:
                 log.debug("not compiled", extra={"reason": str(exc)})
                 planned = None
             self.plans[outcome] = planned

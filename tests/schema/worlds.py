@@ -211,8 +211,14 @@ class Documents:
         if not self.draw(st.integers(0, 5)) == 0:
             return ""
         name = f"v{len(self.definitions)}"
-        self.definitions.append(f"${name}: Boolean!")
-        self.variables[name] = self.draw(st.booleans())
+        if self.draw(st.booleans()):
+            self.definitions.append(f"${name}: Boolean!")
+            self.variables[name] = self.draw(st.booleans())
+        else:  # nullable with a default: an explicit null is an error, an absent value not
+            self.definitions.append(f"${name}: Boolean = false")
+            value = self.draw(st.sampled_from([True, False, None, "absent"]))
+            if value != "absent":
+                self.variables[name] = value
         return f" @{self.draw(st.sampled_from(['include', 'skip']))}(if: ${name})"
 
     def root(self) -> str:
