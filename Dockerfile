@@ -36,6 +36,13 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends unixodbc libgssapi-krb5-2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+# Amazon RDS's certificate authorities, so that `Encrypt=yes;TrustServerCertificate=no` can
+# verify the server (the pipeline passes the bundle's URL; a local build may leave it empty).
+ARG RDS_CA_BUNDLE_URL=""
+RUN if [ -n "$RDS_CA_BUNDLE_URL" ]; then \
+      python -c "import re, sys, urllib.request; pem = urllib.request.urlopen(sys.argv[1], timeout=60).read().decode(); certs = re.findall(r'-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----', pem, re.S); assert certs, 'no certificates in the bundle'; [open(f'/usr/local/share/ca-certificates/rds-{i:03d}.crt', 'w').write(c + chr(10)) for i, c in enumerate(certs)]" "$RDS_CA_BUNDLE_URL" \
+   && update-ca-certificates; \
+    fi
 RUN groupadd --system --gid 10001 concord \
  && useradd --system --uid 10001 --gid concord --home-dir /app --shell /usr/sbin/nologin concord
 COPY --from=build /app/.venv /app/.venv

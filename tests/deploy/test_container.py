@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn.config
+import yaml
 from sqlalchemy.engine import make_url
 
 from server.cli import parser
@@ -278,3 +281,37 @@ def test_nginx_health_route_reaches_concord_and_metrics_stay_private(nginx: Any)
     server = nginx.block("server")
     assert server.block("location", "=", "/healthz").value("proxy_pass") == ["http://concord"]
     assert server.block("location", "=", "/metrics").value("return") == ["404"]
+
+
+def test_the_image_can_trust_the_rds_certificate_authorities(tmp_path: Path) -> None:
+    final = runtime()
+    assert any(i.arguments == 'RDS_CA_BUNDLE_URL=""' for i in final.all("ARG"))
+    (run,) = [i.arguments for i in final.all("RUN") if "RDS_CA_BUNDLE_URL" in i.arguments]
+    assert "update-ca-certificates" in run
+    program = re.search(r'python -c "(.+?)" "\$RDS_CA_BUNDLE_URL"', run)
+    assert program is not None
+    # Run the build step's program on a two-certificate bundle, writing into tmp_path.
+    code = program.group(1).replace("/usr/local/share/ca-certificates/", f"{tmp_path}/")
+    system = Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+    certificates = re.findall(
+        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", system, re.S
+    )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("\n".join(certificates[:2]) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-c", code, bundle.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in tmp_path.glob("rds-*.crt"))
+    assert written == ["rds-000.crt", "rds-001.crt"]
+    assert (tmp_path / "rds-001.crt").read_text() == certificates[1] + "\n"
+    build = yaml.safe_load((ROOT / "buildspec.yml").read_text())
+    assert build["env"]["variables"]["RDS_CA_BUNDLE_URL"].endswith(".pem")
+    assert any(
+        '--build-arg RDS_CA_BUNDLE_URL="$RDS_CA_BUNDLE_URL"' in c
+        for c in build["phases"]["build"]["commands"]
+    )
