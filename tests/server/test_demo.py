@@ -11,11 +11,7 @@ test-artifacts/ (ignored by git).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,12 +25,8 @@ from server.admin import seed_demo
 from server.app import create_app
 from server.demo import CONTENT_SECURITY_POLICY, demo_enabled
 from server.settings import Settings
-from tests.services import free_port, unavailable
+from tests.browser import ARTIFACTS, chromium, concord_server, local_page
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-CONCORD = Path(sys.executable).with_name("concord")
 PASSWORD = "demo password for the browser"
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -93,80 +85,26 @@ async def test_the_demo_is_off_next_to_a_server_database(tmp_path: Path) -> None
 def demo_server(tmp_path: Path) -> Iterator[str]:
     """`concord serve` on a free port, on an embedded database holding the demo data."""
     asyncio.run(seed_demo(Settings(CONCORD_DATA_DIR=tmp_path), PASSWORD))
-    port = free_port()
-    env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "DATABASE_URL": "", "REDIS_URL": ""}
-    server = subprocess.Popen(
-        [str(CONCORD), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, "concord serve exited"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "concord serve did not start"
-            time.sleep(0.2)
+    with concord_server(tmp_path) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable(f"Debian's chromium is not installed at {CHROMIUM} (scripts/install-chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                # Offline: any host but this machine fails to resolve.
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as running:
+        yield running
 
 
 def open_as(browser: Any, url: str, email: str, elsewhere: list[str]) -> Any:
     """A new browser context (its own session storage) signed in to /demo as `email`."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    from playwright.sync_api import expect
 
-    def only_local(route: Any) -> None:
-        if urlsplit(route.request.url).hostname != "127.0.0.1":
-            elsewhere.append(route.request.url)
-            route.abort()
-        else:
-            route.continue_()
-
-    context.route("**/*", only_local)
-    page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page = local_page(browser, elsewhere, errors)
     page.goto(f"{url}/demo")
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
     page.locator("#sign-in-form button[type=submit]").click()
-    page.get_by_test_id("live").wait_for(state="visible")
-    from playwright.sync_api import expect
-
     expect(page.get_by_test_id("live")).to_have_text("live", timeout=20_000)
     assert errors == []
     return page
@@ -177,7 +115,6 @@ def test_two_windows_see_each_other_live_and_a_stale_edit_is_a_conflict(
 ) -> None:
     from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
     elsewhere: list[str] = []
     ada = open_as(browser, demo_server, "ada@demo.example.com", elsewhere)
     grace = open_as(browser, demo_server, "grace@demo.example.com", elsewhere)
