@@ -2,7 +2,10 @@
 # Concord's production image: build the virtualenv in one stage, run it in another.
 #
 #   docker build -t concord .
-#   docker run -p 8000:8000 -e DATABASE_URL=… -e JWT_SECRET=… -e CONCORD_WORKERS=4 concord
+#   docker run -p 8000:8000 -e DATABASE_URL=… -e JWT_SECRET=… -e REDIS_URL=… -e CONCORD_WORKERS=4 concord
+#
+# CONCORD_WORKERS (default 1) is the number of API processes; more than one needs REDIS_URL,
+# through which the processes share events and presence.
 #
 # The image holds the `mssql` extra (pyodbc, aioodbc, mssql-python with Microsoft ODBC
 # Driver 18) and registers that driver with unixODBC at build time, as the README's
@@ -50,7 +53,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     ODBCSYSINI=/app/.venv/etc/odbc \
     CONCORD_DATA_DIR=/app/data \
-    CONCORD_WORKERS=2
+    CONCORD_WORKERS=1
 # Register ODBC Driver 18 (the library inside mssql-python-odbc) in $ODBCSYSINI/odbcinst.ini,
 # then check that pyodbc sees it, so that a broken driver fails the build, not the first query.
 RUN concord odbc-setup --dir "$ODBCSYSINI" \

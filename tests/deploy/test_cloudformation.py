@@ -55,38 +55,25 @@ def walk(node: Any) -> Iterator[Any]:
             yield from walk(value)
 
 
-def test_every_template_passes_cfn_lint() -> None:
+def test_every_template_passes_cfn_lint(tmp_path: Path) -> None:
     assert [t.stem for t in TEMPLATES] == ["data", "network", "pipeline", "registry", "service"]
-    result = subprocess.run(
-        [
-            str(CFN_LINT),
-            "--format",
-            "parseable",
-            "--non-zero-exit-code",
-            "warning",
-            *map(str, TEMPLATES),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_cfn_lint_reports_a_broken_template(tmp_path: Path) -> None:
+    # A broken copy rides along in the same run (one start-up of cfn-lint, not two), to show
+    # that the run reports what it should.
     broken = tmp_path / "broken.yaml"
     text = (ROOT / "deploy" / "cloudformation" / "data.yaml").read_text()
     broken.write_text(text.replace("MultiAZ: true", "MultiAZ: maybe", 1))
     result = subprocess.run(
-        [str(CFN_LINT), "--format", "parseable", str(broken)],
+        [str(CFN_LINT), "--format", "parseable", *map(str, TEMPLATES), str(broken)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert result.returncode != 0
-    assert "E3012" in result.stdout
+    findings = [line for line in result.stdout.splitlines() if line.strip()]
+    ours = [line for line in findings if not line.startswith(str(broken))]
+    assert ours == [], result.stdout + result.stderr  # no error, warning or notice
+    assert any(":E3012:" in line for line in findings if line.startswith(str(broken))), findings
+    assert result.returncode != 0  # the broken copy's error
 
 
 def test_every_import_is_exported_by_a_stack() -> None:
