@@ -29,38 +29,61 @@ ARTIFACTS = ROOT / "test-artifacts"  # screenshots; ignored by git
 CONCORD = Path(sys.executable).with_name("concord")
 
 
-@contextmanager
-def concord_server(data_dir: Path) -> Iterator[str]:
-    """`concord serve` on a free port on the embedded database in data_dir; yields its URL."""
-    port = free_port()
-    env = {**os.environ, "CONCORD_DATA_DIR": str(data_dir), "DATABASE_URL": "", "REDIS_URL": ""}
-    server = subprocess.Popen(
-        [str(CONCORD), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=data_dir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+class ConcordServer:
+    """`concord serve` on one port and the embedded database in data_dir; can be restarted."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "CONCORD_DATA_DIR": str(self.data_dir),
+            "DATABASE_URL": "",
+            "REDIS_URL": "",
+        }
+        self.process = subprocess.Popen(
+            [str(CONCORD), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            cwd=self.data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while True:
-            assert server.poll() is None, "concord serve exited"
+            assert self.process.poll() is None, "concord serve exited"
             try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "concord serve did not start"
             time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
         try:
-            server.wait(timeout=15)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
+            self.process.kill()
+            self.process.wait(timeout=15)
+        self.process = None
+
+
+@contextmanager
+def concord_server(data_dir: Path) -> Iterator[ConcordServer]:
+    """A started ConcordServer, stopped (by its pid) at the end."""
+    server = ConcordServer(data_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from server.admin import seed_demo
 from server.app import create_app
 from server.demo import CONTENT_SECURITY_POLICY, demo_enabled
 from server.settings import Settings
-from tests.browser import ARTIFACTS, chromium, concord_server, local_page
+from tests.browser import ARTIFACTS, ConcordServer, chromium, concord_server, local_page
 
 PASSWORD = "demo password for the browser"
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -82,11 +82,11 @@ async def test_the_demo_is_off_next_to_a_server_database(tmp_path: Path) -> None
 
 
 @pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[str]:
+def demo_server(tmp_path: Path) -> Iterator[ConcordServer]:
     """`concord serve` on a free port, on an embedded database holding the demo data."""
     asyncio.run(seed_demo(Settings(CONCORD_DATA_DIR=tmp_path), PASSWORD))
-    with concord_server(tmp_path) as url:
-        yield url
+    with concord_server(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
@@ -111,13 +111,13 @@ def open_as(browser: Any, url: str, email: str, elsewhere: list[str]) -> Any:
 
 
 def test_two_windows_see_each_other_live_and_a_stale_edit_is_a_conflict(
-    demo_server: str, browser: Any
+    demo_server: ConcordServer, browser: Any
 ) -> None:
     from playwright.sync_api import expect
 
     elsewhere: list[str] = []
-    ada = open_as(browser, demo_server, "ada@demo.example.com", elsewhere)
-    grace = open_as(browser, demo_server, "grace@demo.example.com", elsewhere)
+    ada = open_as(browser, demo_server.url, "ada@demo.example.com", elsewhere)
+    grace = open_as(browser, demo_server.url, "grace@demo.example.com", elsewhere)
 
     # Presence: each sees the other looking at the same board.
     expect(ada.get_by_test_id("presence")).to_contain_text("Grace Hopper", timeout=20_000)
@@ -164,3 +164,49 @@ def test_two_windows_see_each_other_live_and_a_stale_edit_is_a_conflict(
     expect(ada.get_by_test_id("edit-description")).to_have_value("In two windows, side by side.")
     ada.screenshot(path=str(ARTIFACTS / "demo-ada.png"), full_page=True)
     assert elsewhere == []  # the page asked no other host for anything
+
+
+def event_seqs(page: Any) -> list[int]:
+    values: list[int] = page.evaluate(
+        "Array.from(document.querySelectorAll('#events li')).map(li => li.value)"
+    )
+    return values
+
+
+def test_after_a_server_restart_the_board_resumes_without_repeating_an_event(
+    demo_server: ConcordServer, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    elsewhere: list[str] = []
+    ada = open_as(browser, demo_server.url, "ada@demo.example.com", elsewhere)
+    grace = open_as(browser, demo_server.url, "grace@demo.example.com", elsewhere)
+
+    def describe(card: str, text: str) -> None:
+        ada.locator("li.card", has_text=card).first.click()
+        ada.get_by_test_id("edit-description").fill(text)
+        ada.get_by_test_id("save").click()
+        expect(ada.get_by_test_id("editor-message")).to_contain_text("Saved")
+        expect(grace.get_by_test_id("board")).to_contain_text(text, timeout=20_000)
+
+    # An event on the first board, so that the subscription for the second one starts from
+    # a cursor (it is what a reconnecting client would replay from).
+    describe("Rehearse the demo", "Seen on the first board")
+    for page in (grace, ada):
+        page.get_by_test_id("board-picker").select_option(label="Demo: product launch / Bugs")
+        expect(page.get_by_test_id("board")).to_contain_text("Typo on the sign-in page")
+    describe("Typo on the sign-in page", "Seen before the restart")
+    before = event_seqs(grace)
+    assert before == [before[1] + 1, before[1]], before
+
+    demo_server.stop()
+    expect(grace.get_by_test_id("live")).to_have_text("reconnecting…", timeout=20_000)
+    demo_server.start()
+    for page in (ada, grace):
+        expect(page.get_by_test_id("live")).to_have_text("live", timeout=30_000)
+    describe("Typo on the sign-in page", "Seen after the restart")
+    # Each event once, in order: the resubscription resumed after the last cursor received.
+    expect(grace.get_by_test_id("events").locator("li")).to_have_count(3)
+    assert event_seqs(grace) == [before[0] + 1, *before]
+    grace.screenshot(path=str(ARTIFACTS / "demo-after-restart.png"), full_page=True)
+    assert elsewhere == []

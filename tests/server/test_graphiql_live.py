@@ -24,8 +24,8 @@ PASSWORD = "graphiql in a browser"
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     asyncio.run(seed_demo(Settings(CONCORD_DATA_DIR=tmp_path), PASSWORD))
-    with concord_server(tmp_path) as url:
-        yield url
+    with concord_server(tmp_path) as running:
+        yield running.url
 
 
 @pytest.fixture

@@ -19,10 +19,13 @@
     boards: [],          // [{id, name, workspace: {id, name}}]
     board: null,         // the board shown, as last read
     cursor: {},          // workspace id -> cursor of the last event received
+    lastSeq: {},         // workspace id -> its seq: graphql-ws resends the original
+                         // subscription after a reconnect, so older events are dropped here
     editing: null,       // {card: as it was when editing began, mine: {field: value}}
     ws: null,
     stopEvents: null,
-    stopPresence: null
+    stopPresence: null,
+    resume: false        // resubscribe to events after the socket reconnects
   };
 
   function $(id) { return document.getElementById(id); }
@@ -274,10 +277,17 @@
         return { authorization: "Bearer " + state.session.accessToken };
       },
       on: {
-        connected: function () { $("live").textContent = "live"; $("live").classList.add("on"); },
+        connected: function () {
+          $("live").textContent = "live";
+          $("live").classList.add("on");
+          if (state.resume) { state.resume = false; resumeAfterReconnect(); }
+        },
         closed: async function (event) {
           $("live").textContent = "reconnecting…";
           $("live").classList.remove("on");
+          // graphql-ws would resend the event subscription as first sent (its old `after`):
+          // end it here and subscribe again, with the latest cursor, once reconnected.
+          if (state.stopEvents) { state.stopEvents(); state.stopEvents = null; state.resume = true; }
           // 4403: the token expired or was refused; refresh before the client reconnects.
           if (event && event.code === 4403 && state.session) { try { await refresh(); } catch (e) { /* signed out */ } }
         }
@@ -297,6 +307,8 @@
         next: function (result) {
           if (!result.data) return;  // SLOW_CONSUMER / CURSOR_EXPIRED come as errors; complete follows
           var event = result.data.workspaceEvents;
+          if (event.seq <= (state.lastSeq[workspaceId] || 0)) return;  // seen already
+          state.lastSeq[workspaceId] = event.seq;
           state.cursor[workspaceId] = event.cursor;
           logEvent(event);
           if (state.board && (event.entityType === "Card" || event.entityType === "Board")) {
@@ -309,6 +321,12 @@
     function resume() { if (!stopped && state.board && state.board.workspace.id === workspaceId) state.stopEvents = follow(workspaceId); }
     state.stopEvents = function () { stopped = true; unsubscribe(); };
     return state.stopEvents;
+  }
+
+  function resumeAfterReconnect() {
+    if (!state.board) return;
+    loadBoard(state.board.id);  // whatever happened while disconnected
+    follow(state.board.workspace.id);
   }
 
   function logEvent(event) {
