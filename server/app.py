@@ -26,6 +26,7 @@ from models.user import users_by_ids
 from resolvers.context import Services
 from schema import build_schema
 from schema.errors import ErrorCodes
+from server.demo import demo_routes
 from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             *graphiql_routes(),
+            *demo_routes(settings),
         ],
         middleware=[
             Middleware(MetricsMiddleware),

@@ -1,4 +1,5 @@
-"""The `concord` command: serve, migrate, prune-events, export-schema, odbc-setup."""
+"""The `concord` command: serve, migrate, prune-events, export-schema, odbc-setup, create-user,
+seed-demo."""
 
 from __future__ import annotations
 
@@ -119,6 +120,82 @@ def _odbc_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str | None:
+    """The password from stdin (--password-stdin) or a prompt; None when there is neither."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            print("concord: the two passwords differ; nothing was created", file=sys.stderr)  # noqa: T201
+            return None
+        return first
+    print(  # noqa: T201
+        "concord: give the password on standard input with --password-stdin "
+        "(never on the command line, where other users can see it)",
+        file=sys.stderr,
+    )
+    return None
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    from resolvers.errors import InvalidInput
+    from server.admin import create_user
+    from server.settings import load_settings
+
+    password = _read_password(args)
+    if password is None:
+        return 1
+    try:
+        user = asyncio.run(create_user(load_settings(), args.email, password, args.display_name))
+    except InvalidInput as exc:
+        print(f"concord: {exc.field}: {exc.message}", file=sys.stderr)  # noqa: T201
+        return 1
+    except RuntimeError as exc:  # e.g. JWT_SECRET missing for a server database
+        print(f"concord: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(f"created user {user.id} <{user.email}>; they sign in with the login mutation")  # noqa: T201
+    return 0
+
+
+def _seed_demo(args: argparse.Namespace) -> int:
+    from resolvers.errors import InvalidInput
+    from server.admin import DemoExists, demo_password, seed_demo
+    from server.settings import load_settings
+
+    password = args.password or demo_password()
+    try:
+        demo = asyncio.run(seed_demo(load_settings(), password))
+    except DemoExists as exc:
+        print(f"concord: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    except InvalidInput as exc:
+        print(f"concord: {exc.field}: {exc.message}", file=sys.stderr)  # noqa: T201
+        return 1
+    except RuntimeError as exc:
+        print(f"concord: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    width = max(len(p.email) for p in demo.people)
+    lines = [
+        f'Seeded the workspace "{demo.workspace_name}" (id {demo.workspace_id}): '
+        f"{demo.boards} boards, {demo.cards} cards, {demo.comments} comments.",
+        "",
+        f"Sign in as any of these people, each with the password {demo.password}",
+        *(f"  {p.email:<{width}}  {p.display_name:<18} {p.role}" for p in demo.people),
+        "",
+        "Start the server (concord serve), open http://127.0.0.1:8000/graphql and run:",
+        f'  mutation {{ login(input: {{email: "{demo.people[0].email}", '
+        f'password: "{demo.password}"}}) {{ ... on AuthPayload {{ accessToken }} }} }}',
+        'then put {"Authorization": "Bearer <accessToken>"} in the Headers tab and run',
+        "  { workspaces { nodes { id name boards { nodes { name"
+        " cards { nodes { title status } } } } } } }",
+    ]
+    print("\n".join(lines))  # noqa: T201
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="concord", description="Concord GraphQL collaboration API")
     commands = root.add_subparsers(dest="command", required=True)
@@ -141,7 +218,34 @@ def parser() -> argparse.ArgumentParser:
     )
     odbc.add_argument("--dir", help="where to write odbcinst.ini (default: .venv/etc/odbc)")
     odbc.set_defaults(run=_odbc_setup)
+    _add_account_commands(commands)
     return root
+
+
+def _add_account_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    create = commands.add_parser(
+        "create-user",
+        help="create an account that signs in with the login mutation",
+        description="Create an account (the same rules as the register mutation). The password "
+        "is read from standard input with --password-stdin, or prompted for on a terminal.",
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--display-name", required=True, help="the name others see")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.set_defaults(run=_create_user)
+    seed = commands.add_parser(
+        "seed-demo",
+        help="create a demo workspace with people, boards and cards; prints how to sign in",
+        description="Create four demo people (owner, two editors, a viewer), a workspace with "
+        "two boards, cards and comments, through the same use cases as the API. Refuses when "
+        "the demo people already exist. The printed password signs in every demo person.",
+    )
+    seed.add_argument(
+        "--password", help="the demo people's password (default: a new random one, printed)"
+    )
+    seed.set_defaults(run=_seed_demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """GraphiQL is served whole by Concord: the page names no other host, and it loads only assets
 that Concord serves.
 
-The browser test (skipped where Debian's chromium is not installed) loads the page with every
-other host unreachable, then runs queries and subscriptions through the page's own fetcher
-against a small Strawberry app, to see which Authorization reaches the server on each path.
+The browser test (skipped on a laptop without Debian's chromium, failed under CI) loads the
+page with every other host unreachable, then runs queries and subscriptions through the
+page's own fetcher against a small Strawberry app, to see which Authorization reaches the
+server on each path.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from strawberry.types import Info
 from websockets.sync.client import ClientConnection, connect
 
 from server.graphiql import STATIC_DIR, STATIC_PREFIX, graphiql_html, graphiql_routes
+from tests.services import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -246,7 +248,7 @@ class _DevTools:
 @pytest.fixture
 def devtools() -> Iterator[_DevTools]:
     if not CHROMIUM.exists():
-        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+        unavailable(f"Debian's chromium is not installed at {CHROMIUM} (scripts/install-chromium)")
     with tempfile.TemporaryDirectory() as profile:
         browser = subprocess.Popen(
             [
