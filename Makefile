@@ -22,6 +22,9 @@ serve: install
 
 test: install
 	PYTHON=$(BIN)/python scripts/install-odbc-driver
+	# Debian's chromium (browser tests) and nginx (the proxy test), when missing.
+	scripts/install-chromium
+	scripts/install-nginx
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
