@@ -45,6 +45,9 @@ class Context:
 
     # Where this request reads (the replica, or the primary to see the caller's writes).
     reader: async_sessionmaker[AsyncSession] | None = None
+    # A WebSocket's context lives as long as the socket: each operation on it gets a
+    # fresh copy (for_operation), so no role or row is cached across operations.
+    per_connection: bool = False
 
     @classmethod
     def create(
@@ -68,6 +71,14 @@ class Context:
         if self.viewer is None:
             raise Unauthenticated("Sign in first: send 'Authorization: Bearer <access token>'.")
         return self.viewer.user_id
+
+    def for_operation(self) -> Context:
+        """This context for one operation: fresh loaders when it belongs to a socket."""
+        if not self.per_connection:
+            return self
+        context = self.fresh()
+        context.connection_params = self.connection_params
+        return context
 
     def fresh(self) -> Context:
         """The same caller with new loaders (a subscription resolves each event afresh)."""

@@ -7,6 +7,7 @@ importing one type module does not pull in the whole schema.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -23,6 +24,23 @@ class ConcordSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         return None
+
+    # Authorization per operation (issue 10): an operation on an open WebSocket must not
+    # see the loaders, and so the roles, that an earlier operation on it read.
+    async def execute(self, query: str | None, *args: Any, **kwargs: Any) -> Any:
+        return await super().execute(query, *args, **_per_operation(kwargs))
+
+    async def stream(self, query: str | None, *args: Any, **kwargs: Any) -> Any:
+        return await super().stream(query, *args, **_per_operation(kwargs))
+
+
+def _per_operation(kwargs: dict[str, Any]) -> dict[str, Any]:
+    from resolvers.context import Context
+
+    context = kwargs.get("context_value")
+    if isinstance(context, Context):
+        kwargs["context_value"] = context.for_operation()
+    return kwargs
 
 
 def build_schema(

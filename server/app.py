@@ -14,7 +14,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import MaxTokensLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
@@ -29,6 +29,7 @@ from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
+from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
 from server.settings import Settings, load_settings
 from subscriptions.backends import broker_from_url
@@ -73,11 +74,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return bool(await users_by_ids(session, [user_id]))
 
     known_users = services.known_users = KnownUsers(user_exists)
+    limits = QueryLimits(
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_cost=settings.max_query_cost,
+    )
     schema = build_schema(
         [
             # Factories, not instances: Strawberry builds fresh extensions per operation.
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: QueryLimitsExtension(limits=limits),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ErrorCodes(debug=settings.debug),
         ]
@@ -97,6 +102,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services,
         compiled_reads=settings.compiled_reads,
         cache=cache,
+        limits=limits,
+        request_timeout=settings.request_timeout_seconds,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
     )

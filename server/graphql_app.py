@@ -29,6 +29,8 @@ from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from schema.compiled import CompiledReads, confined_root
 from schema.compiled.plan import Selection
 from server.graphiql import graphiql_html
+from server.query_limits import DocumentCheck, QueryLimits
+from server.request_deadline import request_deadline
 from server.response_cache import ResponseCache
 
 
@@ -66,15 +68,37 @@ class ConcordGraphQL(GraphQL[Context, None]):
         *,
         compiled_reads: bool = True,
         cache: ResponseCache | None = None,
+        limits: QueryLimits | None = None,
+        request_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
         self.services = services
         self.compiled = CompiledReads(schema._schema) if compiled_reads else None
+        # The compiled path skips validation: its cost still depends on the variables.
+        self.limits_check = DocumentCheck(schema._schema, limits) if limits else None
+        self.request_timeout = request_timeout
         self.cache = cache
         self.scopes = ReadScopes()
 
     async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Every HTTP operation, stopped when it outlives REQUEST_TIMEOUT_SECONDS."""
+        return await request_deadline(
+            self.request_timeout,
+            self._execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            ),
+        )
+
+    async def _execute_single(
         self,
         request: Request,
         request_adapter: Any,
@@ -91,7 +115,11 @@ class ConcordGraphQL(GraphQL[Context, None]):
                 request, request_adapter, sub_response, context, root_value, request_data
             )
         prepared = compiled.prepare(query, request_data.operation_name, request_data.variables)
-        if prepared is not None:
+        checked = self.limits_check
+        if prepared is not None and (
+            checked is None
+            or checked.check(query, request_data.operation_name, request_data.variables)
+        ):
             plan, variables = prepared
             key = await self._cache_key(context, request_data, *prepared)
             if key is not None and self.cache is not None:
@@ -182,7 +210,7 @@ class ConcordGraphQL(GraphQL[Context, None]):
         if known is not None and not await known(viewer.user_id):
             raise ConnectionRejectionError({"reason": "unknown user"})
         context.viewer = viewer
-        context.loaders = context.fresh().loaders
+        context.per_connection = True
         websocket: WebSocket = context.request
         delay = (viewer.expires_at - datetime.now(UTC)).total_seconds()
         timer = asyncio.get_running_loop().call_later(

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     debug: bool = False
 
+    # Security (issue 10): limits checked before execution, time per request.
+    max_query_cost: int = Field(default=5000, ge=1)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+
     @field_validator("database_url", "database_read_url", "redis_url", "jwt_secret")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
