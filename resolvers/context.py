@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth.backend import KnownUsers, Viewer
+from auth.rate_limit import AuthRateLimiter
 from auth.tokens import TokenConfig
 from models.database import Database
 from resolvers.errors import Unauthenticated
@@ -28,6 +29,8 @@ class Services:
     # Whether a token's subject exists (checked on every authenticated request and socket).
     known_users: KnownUsers | None = None
     subscriber_queue_size: int = 1000
+    # Login and register attempts per IP and failed logins per account (issue 10).
+    auth_limits: AuthRateLimiter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,6 +68,12 @@ class Context:
     def reads(self) -> AsyncSession:
         """A session for this request's reads."""
         return (self.reader or self.services.db.reader)()
+
+    def client_ip(self) -> str:
+        """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
+        client = getattr(self.request, "client", None)
+        host = getattr(client, "host", None)
+        return host if isinstance(host, str) else "unknown"
 
     def user_id(self) -> uuid.UUID:
         """The caller's id; Unauthenticated for anonymous callers."""

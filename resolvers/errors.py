@@ -39,6 +39,17 @@ class InvalidCredentialsError(DomainError):
     code = "INVALID_CREDENTIALS"
 
 
+class RateLimitedError(DomainError):
+    """Too many attempts: HTTP 429 with Retry-After; over a WebSocket, an error."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        super().__init__(f"Too many attempts ({limit}): try again in {retry_after} s.")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
 class VersionConflictError(DomainError):
     """Someone else wrote first; carries the entity as it is now."""
 

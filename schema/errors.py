@@ -24,6 +24,7 @@ from resolvers.errors import (
     InvalidCredentialsError,
     InvalidInput,
     NotFoundError,
+    RateLimitedError,
     VersionConflictError,
 )
 from schema.versioned import Versioned, as_versioned
@@ -122,6 +123,8 @@ def _extensions(error: GraphQLError) -> dict[str, Any]:
         extensions: dict[str, Any] = {"code": original.code}
         if isinstance(original, InvalidInput) and original.field:
             extensions["field"] = original.field
+        if isinstance(original, RateLimitedError):
+            extensions.update(limit=original.limit, retryAfter=original.retry_after)
         return extensions
     if isinstance(original, GraphQLError):
         return {"code": "BAD_USER_INPUT"}

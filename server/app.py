@@ -18,6 +18,7 @@ from strawberry.extensions import MaxTokensLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
+from auth.rate_limit import AuthRateLimiter
 from auth.tokens import TokenConfig, development_secret
 from models.database import Database
 from models.migrate import upgrade
@@ -66,6 +67,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tokens=tokens,
         presence=presence_from_url(settings.redis_url, broker),
         subscriber_queue_size=settings.subscriber_queue_size,
+        auth_limits=AuthRateLimiter(
+            settings.redis_url,
+            per_ip=settings.rate_limit_auth_per_ip,
+            login_failures=settings.rate_limit_login_failures,
+            key_prefix=settings.rate_limit_key_prefix,
+        ),
     )
 
     async def user_exists(user_id: uuid.UUID) -> bool:
@@ -140,6 +147,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await services.presence.aclose()
             if cache is not None:
                 await cache.aclose()
+            if services.auth_limits is not None:
+                await services.auth_limits.aclose()
             await services.broker.disconnect()
             await services.db.dispose()
 

@@ -30,7 +30,7 @@ from schema.compiled import CompiledReads, confined_root
 from schema.compiled.plan import Selection
 from server.graphiql import graphiql_html
 from server.query_limits import DocumentCheck, QueryLimits
-from server.request_deadline import request_deadline
+from server.request_deadline import request_deadline, too_many
 from server.response_cache import ResponseCache
 
 
@@ -91,12 +91,14 @@ class ConcordGraphQL(GraphQL[Context, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         """Every HTTP operation, stopped when it outlives REQUEST_TIMEOUT_SECONDS."""
-        return await request_deadline(
+        result = await request_deadline(
             self.request_timeout,
             self._execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data
             ),
         )
+        too_many(result, sub_response)
+        return result
 
     async def _execute_single(
         self,

@@ -1,4 +1,7 @@
-"""The time limit of one request: the work is cancelled, not just no longer awaited."""
+"""Limits applied around one HTTP operation: its time limit, and 429 for rate limits.
+
+The time limit cancels the work, it does not just stop waiting for it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from graphql import GraphQLError
+from starlette.responses import Response
 from strawberry.types import ExecutionResult
 
 
@@ -32,3 +36,15 @@ async def request_deadline(
             return await work
     except TimeoutError:
         return ExecutionResult(data=None, errors=[timeout_error(seconds)])
+
+
+def too_many(result: ExecutionResult, response: Response) -> None:
+    """HTTP 429 with Retry-After when the operation was refused by a rate limit."""
+    waits = [
+        int(error.extensions.get("retryAfter", 1))
+        for error in result.errors or ()
+        if error.extensions and error.extensions.get("code") == "RATE_LIMITED"
+    ]
+    if waits:
+        response.status_code = 429
+        response.headers["Retry-After"] = str(max(waits))

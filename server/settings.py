@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     # Security (issue 10): limits checked before execution, time per request.
     max_query_cost: int = Field(default=5000, ge=1)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # `limits` syntax ("100/minute", "10 per 5 minutes"); shared through REDIS_URL if set.
+    rate_limit_auth_per_ip: str = "100/minute"
+    rate_limit_login_failures: str = "10 per 5 minutes"
+    rate_limit_key_prefix: str = "concord"
+
+    @field_validator("rate_limit_auth_per_ip", "rate_limit_login_failures")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # raises ValueError naming the malformed rate
+        return value
 
     @field_validator("database_url", "database_read_url", "redis_url", "jwt_secret")
     @classmethod

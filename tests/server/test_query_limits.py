@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from tests.api import Api
+from tests.api import Api, running_app, settings_for
 
 
 def doubling_fragments(n: int) -> str:
@@ -86,3 +87,21 @@ async def test_conflicting_fields_are_still_refused(api: Api) -> None:
     person = await api.register()
     body = await api("{" + "me{id} " * 100 + "me{id: email} }", token=person.token)
     assert "conflict" in body["errors"][0]["message"], body
+
+
+async def test_request_time_limit_stops_the_work(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    alice = await api.register("alice")
+    hurried = settings_for(database_url, tmp_path, request_timeout_seconds=0.001)
+    async with running_app(hurried) as impatient:
+        body = await impatient(
+            'mutation { createWorkspace(input: {name: "Never"}) { __typename } }',
+            token=alice.token,
+        )
+    error = body["errors"][0]
+    assert error["extensions"] == {"code": "TIMEOUT", "limit": "REQUEST_TIMEOUT_SECONDS"}
+    assert "0.001 s" in error["message"]
+    # Stopped, not just abandoned: nothing was committed.
+    data = await api.ok("{ workspaces { nodes { name } } }", token=alice.token)
+    assert data["workspaces"]["nodes"] == []
