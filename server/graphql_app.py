@@ -32,6 +32,7 @@ from server.graphiql import graphiql_html
 from server.query_limits import DocumentCheck, QueryLimits
 from server.request_deadline import request_deadline, too_many
 from server.response_cache import ResponseCache
+from server.ws_legacy import LegacyGraphQLWSHandler
 
 
 def graphql_error_response(message: str, status: int, code: str) -> JSONResponse:
@@ -60,6 +61,8 @@ async def _close_expired(websocket: WebSocket) -> None:
 
 class ConcordGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with Concord's context, errors and offline GraphiQL."""
+
+    graphql_ws_handler_class = LegacyGraphQLWSHandler
 
     def __init__(
         self,
