@@ -81,7 +81,7 @@ async def register(ctx: Context, email: str, password: str, display_name: str) -
 
 
 async def login(ctx: Context, email: str, password: str) -> Session:
-    if not email.strip():
+    if not validation.no_nul(email, "email").strip():
         raise InvalidInput("email", "email must not be empty.")
     if not password:
         raise InvalidInput("password", "password must not be empty.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import user as user_repo
@@ -15,6 +16,7 @@ from resolvers.context import Context
 from resolvers.errors import InvalidInput, NotFoundError
 from resolvers.unit_of_work import Recorder, change, write
 
+ALREADY_MEMBER = "This person is already a member."
 LAST_OWNER = "A workspace keeps at least one OWNER: make someone else OWNER first."
 
 
@@ -47,7 +49,7 @@ async def add_member(ctx: Context, workspace_id: str, email: str, role: str) -> 
         if user is None:
             raise InvalidInput("email", "No one has registered with this email yet.")
         if await workspace_repo.membership(session, ws, user.id) is not None:
-            raise InvalidInput("email", "This person is already a member.")
+            raise InvalidInput("email", ALREADY_MEMBER)
         membership = await workspace_repo.add_membership(
             session, workspace_id=ws, user_id=user.id, role=new_role.name
         )
@@ -61,7 +63,12 @@ async def add_member(ctx: Context, workspace_id: str, email: str, role: str) -> 
         )
         return membership
 
-    return await write(ctx, work)
+    try:
+        return await write(ctx, work)
+    except IntegrityError as exc:
+        # Added by a concurrent request after our check: the unique (workspace, user)
+        # constraint decides, and the loser hears what a sequential duplicate hears.
+        raise InvalidInput("email", ALREADY_MEMBER) from exc
 
 
 async def change_member_role(
