@@ -39,6 +39,10 @@ from subscriptions.presence import presence_from_url
 log = logging.getLogger(__name__)
 
 
+# RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits).
+MIN_SECRET_BYTES = 32
+
+
 def token_config(settings: Settings) -> TokenConfig:
     secret = settings.jwt_secret
     if not secret:
@@ -48,6 +52,12 @@ def token_config(settings: Settings) -> TokenConfig:
                 "every API process must sign and verify tokens with the same secret."
             )
         secret = development_secret(settings.data_dir)
+    elif len(secret.encode()) < MIN_SECRET_BYTES:
+        raise RuntimeError(
+            f"JWT_SECRET is {len(secret.encode())} bytes; it must be at least "
+            f"{MIN_SECRET_BYTES}: anyone who guesses a short secret can sign tokens as any "
+            "user. Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
     return TokenConfig(
         secret=secret,
         issuer=settings.jwt_issuer,
