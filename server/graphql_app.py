@@ -28,7 +28,7 @@ from resolvers.read_scope import ReadScopes
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from schema.compiled import CompiledReads, confined_root
 from schema.compiled.plan import Selection
-from server.graphiql import graphiql_html
+from server.graphiql import graphiql_html, security_headers
 from server.query_limits import DocumentCheck, QueryLimits
 from server.request_deadline import request_deadline, too_many
 from server.response_cache import ResponseCache
@@ -226,7 +226,8 @@ class ConcordGraphQL(GraphQL[Context, None]):
         return acknowledged
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
-        return HTMLResponse(graphiql_html(str(request.url.path)))
+        html = graphiql_html(str(request.url.path))
+        return HTMLResponse(html, headers=security_headers(html, request.url))
 
     def encode_json(self, data: object) -> str:
         # orjson is several times faster than json for the large answers of nested reads;
