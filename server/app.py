@@ -14,7 +14,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import MaxTokensLimiter
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
@@ -30,6 +30,7 @@ from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
+from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
 from server.settings import Settings, load_settings
@@ -69,6 +70,7 @@ def token_config(settings: Settings) -> TokenConfig:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
+    refuse_unsafe(settings)
     tokens = token_config(settings)
     broker = broker_from_url(settings.redis_url)
     services = Services(
@@ -102,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             lambda: QueryLimitsExtension(limits=limits),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ErrorCodes(debug=settings.debug),
+            *([DisableIntrospection] if settings.production else []),
         ]
     )
     cache = (
@@ -123,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         request_timeout=settings.request_timeout_seconds,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
+        **({"graphql_ide": None} if settings.production else {}),
     )
 
     async def healthz(request: Request) -> JSONResponse:
@@ -170,10 +174,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
-            *graphiql_routes(),
+            *([] if settings.production else graphiql_routes()),
         ],
         middleware=[
             Middleware(MetricsMiddleware),
+            *(
+                [Middleware(MetricsGate, token=settings.metrics_token, endpoint=metrics)]
+                if settings.production
+                else []
+            ),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 AuthenticationMiddleware,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
     rate_limit_auth_per_ip: str = "100/minute"
     rate_limit_login_failures: str = "10 per 5 minutes"
     rate_limit_key_prefix: str = "concord"
+    # "production": no introspection, GraphiQL or open /metrics; unsafe settings refused.
+    concord_env: Literal["development", "production"] = "development"
+    metrics_token: str | None = None
 
     @field_validator("rate_limit_auth_per_ip", "rate_limit_login_failures")
     @classmethod
@@ -90,6 +94,10 @@ class Settings(BaseSettings):
     @property
     def read_url(self) -> str:
         return self.database_read_url or self.write_url
+
+    @property
+    def production(self) -> bool:
+        return self.concord_env == "production"
 
     @property
     def embedded(self) -> bool:
