@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         request_timeout=settings.request_timeout_seconds,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.ws_max_operations,
         **({"graphql_ide": None} if settings.production else {}),
     )
 

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # Security (issue 10): limits checked before execution, time per request.
     max_query_cost: int = Field(default=5000, ge=1)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    ws_max_operations: int = Field(default=100, ge=1)
     # `limits` syntax ("100/minute", "10 per 5 minutes"); shared through REDIS_URL if set.
     rate_limit_auth_per_ip: str = "100/minute"
     rate_limit_login_failures: str = "10 per 5 minutes"

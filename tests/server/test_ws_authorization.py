@@ -105,3 +105,20 @@ async def test_removed_member_presence_ends(server: LiveServer) -> None:
         assert message["type"] == "next", message
         assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
         assert (await bob_socket.receive())["type"] == "complete"
+
+
+async def test_operations_per_socket_are_limited(database_url: str, tmp_path: Path) -> None:
+    await empty_tables(database_url)
+    async with live_server(settings_for(database_url, tmp_path, ws_max_operations=2)) as server:
+        alice = await server.api.register()
+        ws = await server.api.workspace(alice)
+        board = await server.api.board(alice, ws["id"])
+        async with socket(server.ws_url) as s:
+            await s.init(alice.token)
+            for op_id in ("1", "2", "3"):
+                await s.subscribe(op_id, PRESENCE, {"b": board["id"]})
+            refused = await s.receive()
+            while refused.get("id") != "3":
+                refused = await s.receive()
+            assert refused["type"] == "error"
+            assert "limit" in refused["payload"][0]["message"]
