@@ -50,6 +50,18 @@ class RateLimitedError(DomainError):
         self.retry_after = retry_after
 
 
+class RequestTimeoutError(DomainError):
+    """The operation outlived REQUEST_TIMEOUT_SECONDS and was cancelled."""
+
+    code = "TIMEOUT"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The request took longer than {seconds:g} s (REQUEST_TIMEOUT_SECONDS) and was "
+            "stopped; nothing it was doing was committed."
+        )
+
+
 class VersionConflictError(DomainError):
     """Someone else wrote first; carries the entity as it is now."""
 

@@ -6,6 +6,7 @@ importing one type module does not pull in the whole schema.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,21 @@ class ConcordSchema(strawberry.Schema):
 
     # Authorization per operation (issue 10): an operation on an open WebSocket must not
     # see the loaders, and so the roles, that an earlier operation on it read.
+    # Set by the app (REQUEST_TIMEOUT_SECONDS): queries and mutations on every transport
+    # (WebSocket and SSE included) are cancelled after it; subscriptions are not.
+    request_timeout: float | None = None
+
+    async def _execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        from resolvers.errors import RequestTimeoutError
+
+        if self.request_timeout is None:
+            return await super()._execute_operation(*args, **kwargs)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await super()._execute_operation(*args, **kwargs)
+        except TimeoutError as exc:
+            raise RequestTimeoutError(self.request_timeout) from exc
+
     async def execute(self, query: str | None, *args: Any, **kwargs: Any) -> Any:
         return await super().execute(query, *args, **_per_operation(kwargs))
 
@@ -45,6 +61,7 @@ def _per_operation(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def build_schema(
     extensions: Sequence[Callable[[], SchemaExtension] | type[SchemaExtension]] = (),
+    request_timeout: float | None = None,
 ) -> strawberry.Schema:
     from schema.board import Board
     from schema.card import Card
@@ -54,7 +71,7 @@ def build_schema(
     from schema.subscription import SharedRenderExecutor, Subscription
     from schema.workspace import Workspace
 
-    return ConcordSchema(
+    schema = ConcordSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -62,3 +79,5 @@ def build_schema(
         types=[Workspace, Board, Card, Comment],
         extensions=list(extensions),
     )
+    schema.request_timeout = request_timeout
+    return schema

@@ -25,6 +25,7 @@ from resolvers.errors import (
     InvalidInput,
     NotFoundError,
     RateLimitedError,
+    RequestTimeoutError,
     VersionConflictError,
 )
 from schema.versioned import Versioned, as_versioned
@@ -125,6 +126,8 @@ def _extensions(error: GraphQLError) -> dict[str, Any]:
             extensions["field"] = original.field
         if isinstance(original, RateLimitedError):
             extensions.update(limit=original.limit, retryAfter=original.retry_after)
+        if isinstance(original, RequestTimeoutError):
+            extensions["limit"] = "REQUEST_TIMEOUT_SECONDS"
         return extensions
     if isinstance(original, GraphQLError):
         return {"code": "BAD_USER_INPUT"}

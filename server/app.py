@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ErrorCodes(debug=settings.debug),
             *([DisableIntrospection] if settings.production else []),
-        ]
+        ],
+        request_timeout=settings.request_timeout_seconds,
     )
     cache = (
         response_cache(

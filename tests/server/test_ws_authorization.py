@@ -122,3 +122,26 @@ async def test_operations_per_socket_are_limited(database_url: str, tmp_path: Pa
                 refused = await s.receive()
             assert refused["type"] == "error"
             assert "limit" in refused["payload"][0]["message"]
+
+
+async def test_time_limit_applies_to_operations_on_a_socket(
+    database_url: str, tmp_path: Path
+) -> None:
+    await empty_tables(database_url)
+    hurried = settings_for(database_url, tmp_path, request_timeout_seconds=0.001)
+    async with live_server(hurried) as server:
+        # Registered directly: over HTTP the same limit would stop the registration too.
+        normal = settings_for(database_url, tmp_path)
+        async with live_server(normal) as patient:
+            alice = await patient.api.register()
+        async with socket(server.ws_url) as s:
+            await s.init(alice.token)
+            answer = await operation(
+                s, "1", 'mutation { createWorkspace(input: {name: "Never"}) { __typename } }', {}
+            )
+        error = answer["errors"][0]
+        assert error["extensions"]["code"] == "TIMEOUT", answer
+        assert error["extensions"]["limit"] == "REQUEST_TIMEOUT_SECONDS"
+        async with live_server(normal) as patient:
+            data = await patient.api.ok("{ workspaces { nodes { name } } }", token=alice.token)
+        assert data["workspaces"]["nodes"] == []
