@@ -1,9 +1,12 @@
-"""Rate limits of the anonymous entry points (login, register), with the `limits` library.
+"""Rate limits of the entry points that guess at accounts, with the `limits` library.
 
-Two limits, each a moving window:
+Three limits, each a moving window:
 * per client IP, every login and register attempt (`RATE_LIMIT_AUTH_PER_IP`);
 * per account, failed logins (`RATE_LIMIT_LOGIN_FAILURES`): guessing one account's
-  password from many addresses is slowed down too, and a correct password never counts.
+  password from many addresses is slowed down too, and a correct password never counts;
+* per user, `addMember` answers "no one has registered with this email"
+  (`RATE_LIMIT_UNKNOWN_EMAILS`): that answer tells whether an email has an account, so
+  probing many emails is cut off while inviting colleagues is not.
 
 With `REDIS_URL` the counters live in Redis (limits' async storage on redis-py), shared by
 every API process; otherwise in this process's memory.
@@ -39,6 +42,7 @@ class AuthRateLimiter:
         *,
         per_ip: str,
         login_failures: str,
+        unknown_emails: str = "20 per hour",
         key_prefix: str = "concord",
     ) -> None:
         storage: Storage
@@ -52,6 +56,7 @@ class AuthRateLimiter:
         self.strategy = MovingWindowRateLimiter(storage)
         self.per_ip = parse(per_ip)
         self.login_failures = parse(login_failures)
+        self.unknown_emails = parse(unknown_emails)
 
     async def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
         stats = await self.strategy.get_window_stats(item, *identifiers)
@@ -75,6 +80,18 @@ class AuthRateLimiter:
 
     async def failed_login(self, account: str) -> None:
         await self.strategy.hit(self.login_failures, "login-failures", account)
+
+    async def lookups_exhausted(self, user: str) -> Refusal | None:
+        """Whether `user` has been told "unknown email" too often lately (counts nothing)."""
+        if await self.strategy.test(self.unknown_emails, "unknown-emails", user):
+            return None
+        return Refusal(
+            "RATE_LIMIT_UNKNOWN_EMAILS",
+            await self._retry_after(self.unknown_emails, "unknown-emails", user),
+        )
+
+    async def unknown_email(self, user: str) -> None:
+        await self.strategy.hit(self.unknown_emails, "unknown-emails", user)
 
     async def aclose(self) -> None:
         """Stop the memory storage's expiry task, or close the Redis connection pool."""

@@ -13,7 +13,7 @@ from models.tables import Membership
 from resolvers import validation
 from resolvers.access import Role, require_role
 from resolvers.context import Context
-from resolvers.errors import InvalidInput, NotFoundError
+from resolvers.errors import InvalidInput, NotFoundError, RateLimitedError
 from resolvers.unit_of_work import Recorder, change, write
 
 ALREADY_MEMBER = "This person is already a member."
@@ -37,17 +37,24 @@ async def _lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Non
     await workspace_repo.lock_membership_changes(session, workspace_id)
 
 
+class _UnknownEmail(InvalidInput):
+    """The answer that reveals an email has no account: counted per caller."""
+
+
 async def add_member(ctx: Context, workspace_id: str, email: str, role: str) -> Membership:
     actor = ctx.user_id()
     ws = validation.entity_id(workspace_id, "workspaceId")
     email = validation.email(email)
     new_role = _role(role)
+    limits = ctx.services.auth_limits
+    if limits is not None and (refusal := await limits.lookups_exhausted(str(actor))):
+        raise RateLimitedError(refusal.limit, refusal.retry_after)
 
     async def work(session: AsyncSession, events: Recorder) -> Membership:
         await require_role(session, ws, actor, Role.OWNER, "Workspace")
         user = await user_repo.user_by_email(session, email)
         if user is None:
-            raise InvalidInput("email", "No one has registered with this email yet.")
+            raise _UnknownEmail("email", "No one has registered with this email yet.")
         if await workspace_repo.membership(session, ws, user.id) is not None:
             raise InvalidInput("email", ALREADY_MEMBER)
         membership = await workspace_repo.add_membership(
@@ -65,6 +72,10 @@ async def add_member(ctx: Context, workspace_id: str, email: str, role: str) -> 
 
     try:
         return await write(ctx, work)
+    except _UnknownEmail:
+        if limits is not None:
+            await limits.unknown_email(str(actor))
+        raise
     except IntegrityError as exc:
         # Added by a concurrent request after our check: the unique (workspace, user)
         # constraint decides, and the loser hears what a sequential duplicate hears.

@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.redis_url,
             per_ip=settings.rate_limit_auth_per_ip,
             login_failures=settings.rate_limit_login_failures,
+            unknown_emails=settings.rate_limit_unknown_emails,
             key_prefix=settings.rate_limit_key_prefix,
         ),
     )

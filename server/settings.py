@@ -61,12 +61,15 @@ class Settings(BaseSettings):
     # `limits` syntax ("100/minute", "10 per 5 minutes"); shared through REDIS_URL if set.
     rate_limit_auth_per_ip: str = "100/minute"
     rate_limit_login_failures: str = "10 per 5 minutes"
+    rate_limit_unknown_emails: str = "20 per hour"
     rate_limit_key_prefix: str = "concord"
     # "production": no introspection, GraphiQL or open /metrics; unsafe settings refused.
     concord_env: Literal["development", "production"] = "development"
     metrics_token: str | None = None
 
-    @field_validator("rate_limit_auth_per_ip", "rate_limit_login_failures")
+    @field_validator(
+        "rate_limit_auth_per_ip", "rate_limit_login_failures", "rate_limit_unknown_emails"
+    )
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse

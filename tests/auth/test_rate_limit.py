@@ -119,3 +119,39 @@ def _timed(work: Any) -> float:
     started = time.perf_counter()
     work()
     return time.perf_counter() - started
+
+
+async def test_probing_emails_through_add_member_is_limited(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, tmp_path, rate_limit_unknown_emails="2/minute")
+    add = """mutation($i: AddMemberInput!) { addMember(input: $i) {
+        __typename ... on ValidationError { field } } }"""
+    async with running_app(settings) as api:
+        owner = await api.register()
+        colleague = await api.register()
+        ws = await api.workspace(owner)
+
+        async def add_member(email: str) -> httpx.Response:
+            variables = {"i": {"workspaceId": ws["id"], "email": email, "role": "VIEWER"}}
+            return await api.raw(add, variables, owner.token)
+
+        known = await add_member(colleague.email)  # known emails never count
+        assert known.json()["data"]["addMember"]["__typename"] == "MembershipPayload"
+        for n in range(2):
+            unknown = await add_member(f"probe{n}@example.com")
+            assert unknown.json()["data"]["addMember"] == {
+                "__typename": "ValidationError",
+                "field": "email",
+            }
+        refused = await add_member("probe2@example.com")
+        assert refused.status_code == 429
+        assert refused.json()["errors"][0]["extensions"]["limit"] == "RATE_LIMIT_UNKNOWN_EMAILS"
+        # Another owner is not affected.
+        other = await api.register()
+        other_ws = await api.workspace(other)
+        variables = {
+            "i": {"workspaceId": other_ws["id"], "email": "x@example.com", "role": "VIEWER"}
+        }
+        answer = await api(add, variables, other.token)
+        assert answer["data"]["addMember"]["__typename"] == "ValidationError"
