@@ -26,7 +26,7 @@ async def create_account(services: Services, email: str, password: str, display_
     email = validation.email(email)
     password = validation.password(password)
     display_name = validation.name(display_name, "displayName")
-    password_hash = hash_password(password)  # slow by design: outside the transaction
+    password_hash = await hash_password(password)  # slow by design: outside the transaction
 
     async def work(session: AsyncSession) -> User:
         if await user_repo.user_by_email(session, email) is not None:

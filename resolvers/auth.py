@@ -16,7 +16,7 @@ from models.tables import User
 from models.transaction import run_in_transaction
 from resolvers import validation
 from resolvers.context import Context
-from resolvers.errors import InvalidCredentialsError, InvalidInput
+from resolvers.errors import InvalidCredentialsError, InvalidInput, RateLimitedError
 
 BAD_LOGIN = "Email or password is wrong."
 BAD_REFRESH = "This refresh token is invalid, expired or already used: sign in again."
@@ -50,12 +50,20 @@ async def _start_session(
     )
 
 
+async def _count_attempt(ctx: Context) -> None:
+    """One more anonymous attempt from the caller's address; RateLimited when over."""
+    limits = ctx.services.auth_limits
+    if limits is not None and (refusal := await limits.attempt(ctx.client_ip())) is not None:
+        raise RateLimitedError(refusal.limit, refusal.retry_after)
+
+
 async def register(ctx: Context, email: str, password: str, display_name: str) -> Session:
     email = validation.email(email)
     password = validation.password(password)
     display_name = validation.name(display_name, "displayName")
+    await _count_attempt(ctx)
     # Hash outside the transaction: argon2 is deliberately slow.
-    password_hash = hash_password(password)
+    password_hash = await hash_password(password)
 
     async def work(session: AsyncSession) -> Session:
         if await user_repo.user_by_email(session, email) is not None:
@@ -73,16 +81,22 @@ async def register(ctx: Context, email: str, password: str, display_name: str) -
 
 
 async def login(ctx: Context, email: str, password: str) -> Session:
-    if not email.strip():
+    if not validation.no_nul(email, "email").strip():
         raise InvalidInput("email", "email must not be empty.")
     if not password:
         raise InvalidInput("password", "password must not be empty.")
     if len(password) > validation.PASSWORD_MAX:
         raise InvalidCredentialsError(BAD_LOGIN)
     normalized = email.strip().lower()
+    await _count_attempt(ctx)
+    limits = ctx.services.auth_limits
+    if limits is not None and (refusal := await limits.account_locked(normalized)) is not None:
+        raise RateLimitedError(refusal.limit, refusal.retry_after)
     async with ctx.services.db.writer() as session:
         user = await user_repo.user_by_email(session, normalized)
-    if not verify_password(user.password_hash if user else None, password) or user is None:
+    if not await verify_password(user.password_hash if user else None, password) or user is None:
+        if limits is not None:
+            await limits.failed_login(normalized)
         raise InvalidCredentialsError(BAD_LOGIN)
 
     async def work(session: AsyncSession) -> Session:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.backend import KnownUsers, Viewer
+from auth.rate_limit import AuthRateLimiter
 from auth.tokens import TokenConfig
 from models.database import Database
 from resolvers.errors import Unauthenticated
@@ -29,6 +30,8 @@ class Services:
     # Whether a token's subject exists (checked on every authenticated request and socket).
     known_users: KnownUsers | None = None
     subscriber_queue_size: int = 1000
+    # Login and register attempts per IP and failed logins per account (issue 10).
+    auth_limits: AuthRateLimiter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,6 +56,9 @@ class Context:
     # The cursor of the event a subscription produced last, for transports that label
     # each message with it (SSE's `id:`).
     stream_position: str | None = None
+    # A WebSocket's context lives as long as the socket: each operation on it gets a
+    # fresh copy (for_operation), so no role or row is cached across operations.
+    per_connection: bool = False
 
     @classmethod
     def create(
@@ -77,11 +83,25 @@ class Context:
             self.services, self.viewer, self.request, self.response, borrowed(session)
         )
 
+    def client_ip(self) -> str:
+        """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
+        client = getattr(self.request, "client", None)
+        host = getattr(client, "host", None)
+        return host if isinstance(host, str) else "unknown"
+
     def user_id(self) -> uuid.UUID:
         """The caller's id; Unauthenticated for anonymous callers."""
         if self.viewer is None:
             raise Unauthenticated("Sign in first: send 'Authorization: Bearer <access token>'.")
         return self.viewer.user_id
+
+    def for_operation(self) -> Context:
+        """This context for one operation: fresh loaders when it belongs to a socket."""
+        if not self.per_connection:
+            return self
+        context = self.fresh()
+        context.connection_params = self.connection_params
+        return context
 
     def fresh(self) -> Context:
         """The same caller with new loaders (a subscription resolves each event afresh)."""

@@ -39,6 +39,29 @@ class InvalidCredentialsError(DomainError):
     code = "INVALID_CREDENTIALS"
 
 
+class RateLimitedError(DomainError):
+    """Too many attempts: HTTP 429 with Retry-After; over a WebSocket, an error."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        super().__init__(f"Too many attempts ({limit}): try again in {retry_after} s.")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(DomainError):
+    """The operation outlived REQUEST_TIMEOUT_SECONDS and was cancelled."""
+
+    code = "TIMEOUT"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The request took longer than {seconds:g} s (REQUEST_TIMEOUT_SECONDS) and was "
+            "stopped; nothing it was doing was committed."
+        )
+
+
 class VersionConflictError(DomainError):
     """Someone else wrote first; carries the entity as it is now."""
 

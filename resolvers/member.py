@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import user as user_repo
@@ -12,9 +13,10 @@ from models.tables import Membership
 from resolvers import validation
 from resolvers.access import Role, require_role
 from resolvers.context import Context
-from resolvers.errors import InvalidInput, NotFoundError
+from resolvers.errors import InvalidInput, NotFoundError, RateLimitedError
 from resolvers.unit_of_work import Recorder, change, write
 
+ALREADY_MEMBER = "This person is already a member."
 LAST_OWNER = "A workspace keeps at least one OWNER: make someone else OWNER first."
 
 
@@ -35,19 +37,26 @@ async def _lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Non
     await workspace_repo.lock_membership_changes(session, workspace_id)
 
 
+class _UnknownEmail(InvalidInput):
+    """The answer that reveals an email has no account: counted per caller."""
+
+
 async def add_member(ctx: Context, workspace_id: str, email: str, role: str) -> Membership:
     actor = ctx.user_id()
     ws = validation.entity_id(workspace_id, "workspaceId")
     email = validation.email(email)
     new_role = _role(role)
+    limits = ctx.services.auth_limits
+    if limits is not None and (refusal := await limits.lookups_exhausted(str(actor))):
+        raise RateLimitedError(refusal.limit, refusal.retry_after)
 
     async def work(session: AsyncSession, events: Recorder) -> Membership:
         await require_role(session, ws, actor, Role.OWNER, "Workspace")
         user = await user_repo.user_by_email(session, email)
         if user is None:
-            raise InvalidInput("email", "No one has registered with this email yet.")
+            raise _UnknownEmail("email", "No one has registered with this email yet.")
         if await workspace_repo.membership(session, ws, user.id) is not None:
-            raise InvalidInput("email", "This person is already a member.")
+            raise InvalidInput("email", ALREADY_MEMBER)
         membership = await workspace_repo.add_membership(
             session, workspace_id=ws, user_id=user.id, role=new_role.name
         )
@@ -61,7 +70,16 @@ async def add_member(ctx: Context, workspace_id: str, email: str, role: str) -> 
         )
         return membership
 
-    return await write(ctx, work)
+    try:
+        return await write(ctx, work)
+    except _UnknownEmail:
+        if limits is not None:
+            await limits.unknown_email(str(actor))
+        raise
+    except IntegrityError as exc:
+        # Added by a concurrent request after our check: the unique (workspace, user)
+        # constraint decides, and the loser hears what a sequential duplicate hears.
+        raise InvalidInput("email", ALREADY_MEMBER) from exc
 
 
 async def change_member_role(

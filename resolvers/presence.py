@@ -33,8 +33,19 @@ async def _heartbeat(store: PresenceStore, board: str, user: str, connection: st
             log.warning("presence heartbeat failed", extra={"board": board}, exc_info=True)
 
 
+async def _still_member(ctx: Context, workspace_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    # The primary: a removal just committed must end the view at once, not after a
+    # replica catches up.
+    async with ctx.services.db.primary_reader() as session:
+        return await workspace_repo.membership(session, workspace_id, user_id) is not None
+
+
 async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[Viewer]]:
-    """The board's viewers now, then again whenever someone arrives or leaves."""
+    """The board's viewers now, then again whenever someone arrives or leaves.
+
+    Membership is checked again before every value sent and at every heartbeat: a member
+    removed from the workspace gets NOT_FOUND and the subscription ends.
+    """
     user_id = ctx.user_id()
     board = validation.entity_id(board_id, "boardId")
     async with ctx.reads() as session:
@@ -44,19 +55,29 @@ async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[View
             or await workspace_repo.membership(session, found.workspace_id, user_id) is None
         ):
             raise NotFoundError("Board not found.")
+    workspace_id = found.workspace_id
     store = ctx.services.presence
     assert store is not None, "the app always provides a presence store"
     key, user, connection = str(board), str(user_id), uuid.uuid4().hex
     async with ctx.services.broker.subscribe(presence_channel(key), queue_size=QUEUE_SIZE) as sub:
         await store.join(key, user, connection)
         beat = asyncio.create_task(_heartbeat(store, key, user, connection))
+        messages = sub.__aiter__()
+        arrival: asyncio.Future[str] | None = None
         try:
             sent = await store.present(key)
             yield sent
-            messages = sub.__aiter__()
             while True:
+                if arrival is None:
+                    arrival = asyncio.ensure_future(messages.__anext__())
+                done, _ = await asyncio.wait({arrival}, timeout=store.heartbeat_interval)
+                if not await _still_member(ctx, workspace_id, user_id):
+                    raise NotFoundError("Board not found.")
+                if not done:
+                    continue
+                finished, arrival = arrival, None
                 try:
-                    await messages.__anext__()
+                    finished.result()
                 except MessagesMayBeLost:
                     pass
                 except StopAsyncIteration:
@@ -68,6 +89,10 @@ async def board_presence(ctx: Context, board_id: str) -> AsyncIterator[list[View
                     sent = present
                     yield sent
         finally:
+            if arrival is not None:
+                arrival.cancel()
+                with contextlib.suppress(BaseException):
+                    await arrival
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat

@@ -24,9 +24,16 @@ PAGE_MIN, PAGE_MAX = 1, 100
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def no_nul(value: str, field: str) -> str:
+    """`value`, or InvalidInput when it holds a NUL character (PostgreSQL refuses 0x00)."""
+    if "\x00" in value:
+        raise InvalidInput(field, f"{field} must not contain NUL characters.")
+    return value
+
+
 def text(value: str, field: str, *, maximum: int, allow_empty: bool = False) -> str:
     """Trimmed `value`, or InvalidInput when empty (unless allowed) or longer than `maximum`."""
-    cleaned = value.strip()
+    cleaned = no_nul(value, field).strip()
     if not cleaned and not allow_empty:
         raise InvalidInput(field, f"{field} must not be empty.")
     if len(cleaned) > maximum:
@@ -39,7 +46,7 @@ def name(value: str, field: str = "name") -> str:
 
 
 def email(value: str, field: str = "email") -> str:
-    cleaned = value.strip().lower()
+    cleaned = no_nul(value, field).strip().lower()
     if len(cleaned) > EMAIL_MAX or not _EMAIL.match(cleaned):
         raise InvalidInput(field, "Enter a valid email address.")
     return cleaned
@@ -76,6 +83,12 @@ def position(value: float, field: str = "position") -> float:
 
 
 def due_date(value: datetime | None, field: str = "dueDate") -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise InvalidInput(field, f"{field} needs a time zone (for example 2026-01-31T17:00:00Z).")
-    return None if value is None else value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        # 0001-01-01T00:00:00+14:00 is before year 1 in UTC, 9999-12-31T23:59-12:00 after 9999.
+        raise InvalidInput(field, f"{field} is out of range once converted to UTC.") from exc

@@ -6,7 +6,9 @@ importing one type module does not pull in the whole schema.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -24,9 +26,42 @@ class ConcordSchema(strawberry.Schema):
     ) -> None:
         return None
 
+    # Authorization per operation (issue 10): an operation on an open WebSocket must not
+    # see the loaders, and so the roles, that an earlier operation on it read.
+    # Set by the app (REQUEST_TIMEOUT_SECONDS): queries and mutations on every transport
+    # (WebSocket and SSE included) are cancelled after it; subscriptions are not.
+    request_timeout: float | None = None
+
+    async def _execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        from resolvers.errors import RequestTimeoutError
+
+        if self.request_timeout is None:
+            return await super()._execute_operation(*args, **kwargs)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await super()._execute_operation(*args, **kwargs)
+        except TimeoutError as exc:
+            raise RequestTimeoutError(self.request_timeout) from exc
+
+    async def execute(self, query: str | None, *args: Any, **kwargs: Any) -> Any:
+        return await super().execute(query, *args, **_per_operation(kwargs))
+
+    async def stream(self, query: str | None, *args: Any, **kwargs: Any) -> Any:
+        return await super().stream(query, *args, **_per_operation(kwargs))
+
+
+def _per_operation(kwargs: dict[str, Any]) -> dict[str, Any]:
+    from resolvers.context import Context
+
+    context = kwargs.get("context_value")
+    if isinstance(context, Context):
+        kwargs["context_value"] = context.for_operation()
+    return kwargs
+
 
 def build_schema(
     extensions: Sequence[Callable[[], SchemaExtension] | type[SchemaExtension]] = (),
+    request_timeout: float | None = None,
 ) -> strawberry.Schema:
     from schema.board import Board
     from schema.card import Card
@@ -37,7 +72,7 @@ def build_schema(
     from schema.subscription import SharedRenderExecutor, Subscription
     from schema.workspace import Workspace
 
-    return ConcordSchema(
+    schema = ConcordSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -45,3 +80,5 @@ def build_schema(
         types=[Workspace, Board, Card, Comment],
         extensions=[*extensions, OperationNameRequired],
     )
+    schema.request_timeout = request_timeout
+    return schema

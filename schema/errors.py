@@ -26,6 +26,8 @@ from resolvers.errors import (
     InvalidCredentialsError,
     InvalidInput,
     NotFoundError,
+    RateLimitedError,
+    RequestTimeoutError,
     VersionConflictError,
 )
 from schema.versioned import Versioned, as_versioned
@@ -132,6 +134,10 @@ def _extensions(error: GraphQLError) -> dict[str, Any]:
         extensions: dict[str, Any] = {"code": original.code}
         if isinstance(original, InvalidInput) and original.field:
             extensions["field"] = original.field
+        if isinstance(original, RateLimitedError):
+            extensions.update(limit=original.limit, retryAfter=original.retry_after)
+        if isinstance(original, RequestTimeoutError):
+            extensions["limit"] = "REQUEST_TIMEOUT_SECONDS"
         return extensions
     if isinstance(original, GraphQLError):
         return {"code": "BAD_USER_INPUT"}

@@ -15,10 +15,11 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
+from auth.rate_limit import AuthRateLimiter
 from auth.tokens import TokenConfig, development_secret
 from models.database import Database
 from models.migrate import SchemaBehind, require_current_schema, upgrade
@@ -31,12 +32,18 @@ from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
+from server.production import MetricsGate, refuse_unsafe
+from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
 from server.settings import Settings, load_settings
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
 
 log = logging.getLogger(__name__)
+
+
+# RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits).
+MIN_SECRET_BYTES = 32
 
 
 def token_config(settings: Settings) -> TokenConfig:
@@ -48,6 +55,12 @@ def token_config(settings: Settings) -> TokenConfig:
                 "every API process must sign and verify tokens with the same secret."
             )
         secret = development_secret(settings.data_dir)
+    elif len(secret.encode()) < MIN_SECRET_BYTES:
+        raise RuntimeError(
+            f"JWT_SECRET is {len(secret.encode())} bytes; it must be at least "
+            f"{MIN_SECRET_BYTES}: anyone who guesses a short secret can sign tokens as any "
+            "user. Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
     return TokenConfig(
         secret=secret,
         issuer=settings.jwt_issuer,
@@ -74,6 +87,7 @@ async def _refuse_behind_schema(db: Database) -> None:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
+    refuse_unsafe(settings)
     tokens = token_config(settings)
     broker = broker_from_url(settings.redis_url)
     services = Services(
@@ -86,6 +100,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tokens=tokens,
         presence=presence_from_url(settings.redis_url, broker),
         subscriber_queue_size=settings.subscriber_queue_size,
+        auth_limits=AuthRateLimiter(
+            settings.redis_url,
+            per_ip=settings.rate_limit_auth_per_ip,
+            login_failures=settings.rate_limit_login_failures,
+            unknown_emails=settings.rate_limit_unknown_emails,
+            key_prefix=settings.rate_limit_key_prefix,
+        ),
     )
 
     async def user_exists(user_id: uuid.UUID) -> bool:
@@ -94,14 +115,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return bool(await users_by_ids(session, [user_id]))
 
     known_users = services.known_users = KnownUsers(user_exists)
+    limits = QueryLimits(
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_cost=settings.max_query_cost,
+    )
     schema = build_schema(
         [
             # Factories, not instances: Strawberry builds fresh extensions per operation.
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: QueryLimitsExtension(limits=limits),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ErrorCodes(debug=settings.debug),
-        ]
+            *([DisableIntrospection] if settings.production else []),
+        ],
+        request_timeout=settings.request_timeout_seconds,
     )
     cache = (
         response_cache(
@@ -119,8 +146,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         compiled_reads=settings.compiled_reads,
         cache=cache,
         max_message_bytes=settings.max_body_bytes,
+        limits=limits,
+        request_timeout=settings.request_timeout_seconds,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.ws_max_operations,
+        **({"graphql_ide": None} if settings.production else {}),
     )
 
     async def healthz(request: Request) -> JSONResponse:
@@ -176,6 +207,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await services.presence.aclose()
             if cache is not None:
                 await cache.aclose()
+            if services.auth_limits is not None:
+                await services.auth_limits.aclose()
             await services.broker.disconnect()
             await services.db.dispose()
 
@@ -187,11 +220,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
-            *graphiql_routes(),
+            *([] if settings.production else graphiql_routes()),
             *demo_routes(settings),
         ],
         middleware=[
             Middleware(MetricsMiddleware),
+            *(
+                [Middleware(MetricsGate, token=settings.metrics_token, endpoint=metrics)]
+                if settings.production
+                else []
+            ),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 AuthenticationMiddleware,

@@ -27,21 +27,42 @@ from schema.compiled.plan import Selection
 from server.response_cache import ResponseCache
 
 REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
+# Whether a known document stays within the query limits with these variables.
+LimitsCheck = Callable[[str, str | None, object], bool]
 
 
 class CompiledAnswers:
     """The compiled read path and the response cache in front of it."""
 
-    def __init__(self, compiled: CompiledReads, cache: ResponseCache | None) -> None:
+    def __init__(
+        self,
+        compiled: CompiledReads,
+        cache: ResponseCache | None,
+        within_limits: LimitsCheck | None = None,
+    ) -> None:
         self.compiled = compiled
         self.cache = cache
+        self.within_limits = within_limits
         self.scopes = ReadScopes()
+
+    def _prepare(
+        self, query: str, operation_name: str | None, variables: object
+    ) -> tuple[Selection, VariableValues] | None:
+        """The plan, if the document is known and its cost with these variables allowed."""
+        prepared = self.compiled.prepare(query, operation_name, variables)
+        if prepared is None:
+            return None
+        if self.within_limits is not None and not self.within_limits(
+            query, operation_name, variables
+        ):
+            return None  # the general path reports the limit
+        return prepared
 
     async def answer(
         self, context: Context, query: str, operation_name: str | None, variables: object
     ) -> Any:
         """The response's `data` (a cached answer as an `orjson.Fragment`), or None."""
-        prepared = self.compiled.prepare(query, operation_name, variables)
+        prepared = self._prepare(query, operation_name, variables)
         if prepared is None:
             return None
         return await self._answer(context, query, operation_name, variables, *prepared)
@@ -94,7 +115,7 @@ class CompiledAnswers:
             or not isinstance(variables, dict | None)
         ):
             return None
-        prepared = self.compiled.prepare(query, operation_name, variables)
+        prepared = self._prepare(query, operation_name, variables)
         if prepared is None:
             return None
         context = await context_of(request)

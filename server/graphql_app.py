@@ -28,7 +28,7 @@ from resolvers.context import Context, Services
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from schema.compiled import CompiledReads
 from server.compiled_http import CompiledAnswers
-from server.graphiql import graphiql_html
+from server.graphiql import graphiql_html, security_headers
 from server.negotiation import (
     GRAPHQL_RESPONSE,
     JSON,
@@ -36,6 +36,8 @@ from server.negotiation import (
     request_error_status,
     wants_graphql_response,
 )
+from server.query_limits import DocumentCheck, QueryLimits
+from server.request_deadline import request_deadline, too_many
 from server.response_cache import ResponseCache
 from server.sse import EventStreams, accepts_event_stream
 from server.websocket import (
@@ -43,6 +45,7 @@ from server.websocket import (
     LegacyProtocolHandler,
     LimitedWebSocketAdapter,
 )
+from server.ws_legacy import LegacyProtocolRules
 
 
 def graphql_error_response(
@@ -114,11 +117,16 @@ async def _close_expired(websocket: WebSocket) -> None:
         await websocket.close(code=4403, reason="Access token expired")
 
 
+class LegacyHandler(LegacyProtocolRules, LegacyProtocolHandler):
+    """Legacy `graphql-ws`: the modern protocol's rules (deadline, one `connection_init`,
+    malformed messages refused) and queries and mutations as well as subscriptions."""
+
+
 class ConcordGraphQL(EventStreams):
     """Strawberry's ASGI view with Concord's context, errors and offline GraphiQL."""
 
     websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
-    graphql_ws_handler_class = LegacyProtocolHandler
+    graphql_ws_handler_class = LegacyHandler
 
     def __init__(
         self,
@@ -128,16 +136,40 @@ class ConcordGraphQL(EventStreams):
         compiled_reads: bool = True,
         cache: ResponseCache | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        limits: QueryLimits | None = None,
+        request_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
         self.services = services
+        # The compiled path skips validation: its cost still depends on the variables.
+        check = DocumentCheck(schema._schema, limits).check if limits else None
         self.compiled = (
-            CompiledAnswers(CompiledReads(schema._schema), cache) if compiled_reads else None
+            CompiledAnswers(CompiledReads(schema._schema), cache, check) if compiled_reads else None
         )
         self.max_message_bytes = max_message_bytes
+        self.request_timeout = request_timeout
 
     async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Every HTTP operation, stopped when it outlives REQUEST_TIMEOUT_SECONDS."""
+        result = await request_deadline(
+            self.request_timeout,
+            self._execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            ),
+        )
+        too_many(result, sub_response)
+        return result
+
+    async def _execute_single(
         self,
         request: Request,
         request_adapter: Any,
@@ -183,9 +215,15 @@ class ConcordGraphQL(EventStreams):
             and request.method == "POST"
             and not accepts_event_stream(request.headers.get("accept", ""))
         ):
-            compiled = await self.compiled.respond(
-                request, self._context, self.encode_json, _media_type(request)
-            )
+            try:
+                async with asyncio.timeout(self.request_timeout):
+                    compiled = await self.compiled.respond(
+                        request, self._context, self.encode_json, _media_type(request)
+                    )
+            except TimeoutError:
+                # Answered by the general path instead, which reports the time limit the
+                # way every other request does (its own deadline applies there).
+                compiled = None
             if compiled is not None:
                 await compiled(scope, receive, send)
                 return
@@ -233,7 +271,7 @@ class ConcordGraphQL(EventStreams):
         if known is not None and not await known(viewer.user_id):
             raise ConnectionRejectionError({"reason": "unknown user"})
         context.viewer = viewer
-        context.loaders = context.fresh().loaders
+        context.per_connection = True
         websocket: WebSocket = context.request
         delay = (viewer.expires_at - datetime.now(UTC)).total_seconds()
         timer = asyncio.get_running_loop().call_later(
@@ -255,7 +293,8 @@ class ConcordGraphQL(EventStreams):
         return processed
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
-        return HTMLResponse(graphiql_html(str(request.url.path)))
+        html = graphiql_html(str(request.url.path))
+        return HTMLResponse(html, headers=security_headers(html, request.url))
 
     def encode_json(self, data: object) -> str:
         # orjson is several times faster than json for the large answers of nested reads;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,29 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     debug: bool = False
 
+    # Security (issue 10): limits checked before execution, time per request.
+    max_query_cost: int = Field(default=5000, ge=1)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    ws_max_operations: int = Field(default=100, ge=1)
+    # `limits` syntax ("100/minute", "10 per 5 minutes"); shared through REDIS_URL if set.
+    rate_limit_auth_per_ip: str = "100/minute"
+    rate_limit_login_failures: str = "10 per 5 minutes"
+    rate_limit_unknown_emails: str = "20 per hour"
+    rate_limit_key_prefix: str = "concord"
+    # "production": no introspection, GraphiQL or open /metrics; unsafe settings refused.
+    concord_env: Literal["development", "production"] = "development"
+    metrics_token: str | None = None
+
+    @field_validator(
+        "rate_limit_auth_per_ip", "rate_limit_login_failures", "rate_limit_unknown_emails"
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # raises ValueError naming the malformed rate
+        return value
+
     @field_validator("database_url", "database_read_url", "redis_url", "jwt_secret")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -79,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def read_url(self) -> str:
         return self.database_read_url or self.write_url
+
+    @property
+    def production(self) -> bool:
+        return self.concord_env == "production"
 
     @property
     def embedded(self) -> bool:

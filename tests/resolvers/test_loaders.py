@@ -17,9 +17,9 @@ from tests.api import Api, Person, empty_tables, running_app, settings_for
 
 NESTED = """query($id: ID!) { workspace(id: $id) {
   name members { role user { displayName } }
-  boards(first: 100) { nodes { name
-    cards(first: 100) { nodes { title assignee { email }
-      comments(first: 100) { nodes { body author { displayName } } } } } } } } }"""
+  boards(first: 10) { nodes { name
+    cards(first: 10) { nodes { title assignee { email }
+      comments(first: 10) { nodes { body author { displayName } } } } } } } } }"""
 
 
 async def populate(

@@ -41,8 +41,8 @@ PAYLOADS = {
 
 STATE = """query($w: ID!) {
   workspace(id: $w) { id version name members { role user { id } }
-    boards { nodes { id version name cards { nodes {
-      id version title description status position comments { nodes { id version body } }
+    boards(first: 5) { nodes { id version name cards(first: 10) { nodes {
+      id version title description status position comments(first: 10) { nodes { id version body } }
     } } } } }
   events(workspaceId: $w) { nodes { seq type actor { id } } } }"""
 

@@ -44,9 +44,9 @@ PAYLOADS = {
 STATE = """query($w: ID!) {
   workspaces(first: 100) { nodes { id name } }
   workspace(id: $w) { id version name members { role user { id } }
-    boards { nodes { id version name cards { nodes {
+    boards(first: 5) { nodes { id version name cards(first: 10) { nodes {
       id version title description status position dueDate assignee { id }
-      comments { nodes { id version body } } } } } } }
+      comments(first: 10) { nodes { id version body } } } } } } }
   events(workspaceId: $w) { nodes { seq } } }"""
 
 

@@ -35,7 +35,13 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import Info
 from websockets.sync.client import ClientConnection, connect
 
-from server.graphiql import STATIC_DIR, STATIC_PREFIX, graphiql_html, graphiql_routes
+from server.graphiql import (
+    STATIC_DIR,
+    STATIC_PREFIX,
+    graphiql_html,
+    graphiql_routes,
+    security_headers,
+)
 from tests.services import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -65,7 +71,9 @@ def asset_refs(html: str) -> _AssetRefs:
 
 def page_app(extra_routes: list[BaseRoute] | None = None) -> Starlette:
     async def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(graphiql_html())
+        # With Concord's security headers: the browser test runs the page under its CSP.
+        html = graphiql_html()
+        return HTMLResponse(html, headers=security_headers(html, request.url))
 
     routes: list[BaseRoute] = [*graphiql_routes(), Route("/graphql", page, methods=["GET"])]
     return Starlette(routes=routes + (extra_routes or []))

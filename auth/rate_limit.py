@@ -1,0 +1,108 @@
+"""Rate limits of the entry points that guess at accounts, with the `limits` library.
+
+Three limits, each a moving window:
+* per client IP, every login and register attempt (`RATE_LIMIT_AUTH_PER_IP`);
+* per account, failed logins (`RATE_LIMIT_LOGIN_FAILURES`): guessing one account's
+  password from many addresses is slowed down too, and a correct password never counts;
+* per user, `addMember` answers "no one has registered with this email"
+  (`RATE_LIMIT_UNKNOWN_EMAILS`): that answer tells whether an email has an account, so
+  probing many emails is cut off while inviting colleagues is not.
+
+With `REDIS_URL` the counters live in Redis (limits' async storage on redis-py), shared by
+every API process; otherwise in this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Over a limit: which one, and how long until the next attempt may pass."""
+
+    limit: str
+    retry_after: int
+
+
+class AuthRateLimiter:
+    """`limits` moving windows for the per-IP and per-account login limits."""
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        *,
+        per_ip: str,
+        login_failures: str,
+        unknown_emails: str = "20 per hour",
+        key_prefix: str = "concord",
+    ) -> None:
+        storage: Storage
+        if redis_url:
+            storage = RedisStorage(
+                f"async+{redis_url}", implementation="redispy", key_prefix=key_prefix
+            )
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self.strategy = MovingWindowRateLimiter(storage)
+        self.per_ip = parse(per_ip)
+        self.login_failures = parse(login_failures)
+        self.unknown_emails = parse(unknown_emails)
+
+    async def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
+        stats = await self.strategy.get_window_stats(item, *identifiers)
+        return max(1, int(stats.reset_time - time.time() + 0.999))
+
+    async def attempt(self, ip: str) -> Refusal | None:
+        """Count one login or register attempt from `ip`; a Refusal when over the limit."""
+        if await self.strategy.hit(self.per_ip, "auth-ip", ip):
+            return None
+        wait = await self._retry_after(self.per_ip, "auth-ip", ip)
+        return Refusal("RATE_LIMIT_AUTH_PER_IP", wait)
+
+    async def account_locked(self, account: str) -> Refusal | None:
+        """Whether `account` has had too many failed logins lately (counts nothing)."""
+        if await self.strategy.test(self.login_failures, "login-failures", account):
+            return None
+        return Refusal(
+            "RATE_LIMIT_LOGIN_FAILURES",
+            await self._retry_after(self.login_failures, "login-failures", account),
+        )
+
+    async def failed_login(self, account: str) -> None:
+        await self.strategy.hit(self.login_failures, "login-failures", account)
+
+    async def lookups_exhausted(self, user: str) -> Refusal | None:
+        """Whether `user` has been told "unknown email" too often lately (counts nothing)."""
+        if await self.strategy.test(self.unknown_emails, "unknown-emails", user):
+            return None
+        return Refusal(
+            "RATE_LIMIT_UNKNOWN_EMAILS",
+            await self._retry_after(self.unknown_emails, "unknown-emails", user),
+        )
+
+    async def unknown_email(self, user: str) -> None:
+        await self.strategy.hit(self.unknown_emails, "unknown-emails", user)
+
+    async def aclose(self) -> None:
+        """Stop the memory storage's expiry task, or close the Redis connection pool."""
+        storage = self.storage
+        if isinstance(storage, MemoryStorage):
+            timer = storage.timer
+            if timer is not None:
+                timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timer
+        elif isinstance(storage, RedisStorage):
+            client: Any = getattr(storage.bridge, "storage", None)
+            if client is not None:
+                await client.aclose()

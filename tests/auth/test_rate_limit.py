@@ -1,0 +1,157 @@
+"""Login and register: rate limits per IP and per account, argon2 off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+
+from tests.api import Api, running_app, settings_for
+from tests.services import redis_url, unavailable
+
+LOGIN = """mutation($i: LoginInput!) { login(input: $i) { __typename } }"""
+
+
+def login_body(email: str, password: str) -> dict[str, Any]:
+    return {"query": LOGIN, "variables": {"i": {"email": email, "password": password}}}
+
+
+async def login(api: Api, email: str, password: str, ip: str = "10.0.0.1") -> httpx.Response:
+    # The ASGI transport reports the client as 127.0.0.1: a header-free stand-in for
+    # distinct callers is a distinct client address, set on the transport per call.
+    transport: Any = api.client._transport
+    transport.client = (ip, 1234)
+    return await api.client.post("/graphql", json=login_body(email, password))
+
+
+async def test_failed_logins_per_account_are_limited_with_429(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, tmp_path, rate_limit_login_failures="3/minute")
+    async with running_app(settings) as api:
+        ada = await api.register()
+        for n in range(3):  # from three addresses: the account is what is counted
+            wrong = await login(api, ada.email, "wrong password", f"10.0.0.{n}")
+            assert wrong.json()["data"]["login"]["__typename"] == "InvalidCredentials"
+        refused = await login(api, ada.email, "correct horse battery", "10.0.0.9")
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        error = refused.json()["errors"][0]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert error["extensions"]["limit"] == "RATE_LIMIT_LOGIN_FAILURES"
+        # Another account is not affected.
+        bob = await api.register()
+        ok = await login(api, bob.email, "correct horse battery", "10.0.0.9")
+        assert ok.json()["data"]["login"]["__typename"] == "AuthPayload"
+
+
+async def test_attempts_per_ip_are_limited(database_url: str, tmp_path: Path) -> None:
+    settings = settings_for(database_url, tmp_path, rate_limit_auth_per_ip="4/minute")
+    async with running_app(settings) as api:
+        answers = [
+            (await login(api, f"nobody{n}@example.com", "whatever pass", "10.1.1.1")).status_code
+            for n in range(6)
+        ]
+        assert answers == [200, 200, 200, 200, 429, 429]
+        # A different address still gets through.
+        assert (await login(api, "x@example.com", "whatever pass", "10.1.1.2")).status_code == 200
+
+
+@pytest.mark.redis
+async def test_limits_are_shared_through_redis(database_url: str, tmp_path: Path) -> None:
+    url = redis_url()
+    try:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(url)
+        await client.ping()
+        await client.aclose()
+    except Exception as exc:
+        unavailable(f"Redis at {url} is unreachable: {exc!r}")
+    prefix = f"concord-test-{uuid.uuid4().hex}"  # a run of its own in a shared Redis
+    one = settings_for(
+        database_url,
+        tmp_path / "one",
+        redis_url=url,
+        rate_limit_login_failures="2/minute",
+        rate_limit_key_prefix=prefix,
+    )
+    other = one.model_copy(update={"data_dir": tmp_path / "other"})
+    async with running_app(one) as first, running_app(other) as second:
+        ada = await first.register()
+        await login(first, ada.email, "wrong password 1")
+        await login(second, ada.email, "wrong password 2")
+        # The third attempt, on either process, is over the shared limit.
+        assert (await login(first, ada.email, "correct horse battery")).status_code == 429
+        assert (await login(second, ada.email, "correct horse battery")).status_code == 429
+
+
+async def test_password_hashing_does_not_block_the_event_loop(api: Api) -> None:
+    hasher = PasswordHasher()
+    one_hash = min(_timed(lambda: hasher.hash("correct horse battery")) for _ in range(3))
+    person = await api.register()
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.gather(*(login(api, person.email, f"wrong {n}", f"10.2.0.{n}") for n in range(4)))
+    done.set()
+    await tick
+    # On the loop each verification stalled it for a whole hash; in the pool it never does.
+    assert max(gaps) < one_hash * 0.6, (max(gaps), one_hash)
+
+
+def _timed(work: Any) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+async def test_probing_emails_through_add_member_is_limited(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, tmp_path, rate_limit_unknown_emails="2/minute")
+    add = """mutation($i: AddMemberInput!) { addMember(input: $i) {
+        __typename ... on ValidationError { field } } }"""
+    async with running_app(settings) as api:
+        owner = await api.register()
+        colleague = await api.register()
+        ws = await api.workspace(owner)
+
+        async def add_member(email: str) -> httpx.Response:
+            variables = {"i": {"workspaceId": ws["id"], "email": email, "role": "VIEWER"}}
+            return await api.raw(add, variables, owner.token)
+
+        known = await add_member(colleague.email)  # known emails never count
+        assert known.json()["data"]["addMember"]["__typename"] == "MembershipPayload"
+        for n in range(2):
+            unknown = await add_member(f"probe{n}@example.com")
+            assert unknown.json()["data"]["addMember"] == {
+                "__typename": "ValidationError",
+                "field": "email",
+            }
+        refused = await add_member("probe2@example.com")
+        assert refused.status_code == 429
+        assert refused.json()["errors"][0]["extensions"]["limit"] == "RATE_LIMIT_UNKNOWN_EMAILS"
+        # Another owner is not affected.
+        other = await api.register()
+        other_ws = await api.workspace(other)
+        variables = {
+            "i": {"workspaceId": other_ws["id"], "email": "x@example.com", "role": "VIEWER"}
+        }
+        answer = await api(add, variables, other.token)
+        assert answer["data"]["addMember"]["__typename"] == "ValidationError"
