@@ -3,11 +3,12 @@
 * `LimitedWebSocketAdapter` closes the socket with 1009 ("message too big") and a reason
   when a message is larger than the view's `max_message_bytes` (MAX_BODY_BYTES), before
   the message is parsed, on both protocols.
-* It also checks each operation message (`subscribe`, or the legacy `start`) before
-  Strawberry sees it: a payload without a string `query`, or with `variables` that are
-  not an object, crashed the socket (1006) or answered INTERNAL_SERVER_ERROR. Such a
-  message now closes a `graphql-transport-ws` socket with 4400 and the reason, as that
-  protocol asks, and answers a legacy `error` message naming the problem.
+* It also checks each `subscribe` message of `graphql-transport-ws` before Strawberry
+  sees it: a payload without a string `query`, or with `variables` that are not an
+  object, crashed the socket (1006) or answered INTERNAL_SERVER_ERROR. Such a message now
+  closes the socket with 4400 and the reason, as that protocol asks. The legacy `start`
+  is held to the same rules by `server.ws_legacy.LegacyProtocolRules`
+  (`operation_problem` names what is wrong in both).
 * `LegacyProtocolHandler` runs queries and mutations sent with `start` over the legacy
   `graphql-ws` protocol (subscriptions-transport-ws, Apollo's old WebSocketLink, Python's
   gql): Strawberry's handler runs every `start` as a subscription, so a query answered
@@ -24,6 +25,7 @@ from json import JSONDecodeError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import CompleteMessage, ErrorMessage
 from strawberry.types.execution import ExecutionResult, PreExecutionError
@@ -65,6 +67,13 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
     """Strawberry's adapter, refusing a message over the limit before decoding it, and an
     operation message that cannot run before the protocol handler sees it."""
 
+    def _modern(self) -> bool:
+        """Whether the socket speaks graphql-transport-ws (the view picks the client's first
+        protocol it serves); the legacy protocol's rules live in server/ws_legacy.py."""
+        requested = self.ws.scope.get("subprotocols") or []
+        served = [p for p in requested if p in (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL)]
+        return bool(served) and served[0] == GRAPHQL_TRANSPORT_WS_PROTOCOL
+
     async def iter_json(
         self, *, ignore_parsing_errors: bool = False
     ) -> AsyncGenerator[object, None]:
@@ -81,19 +90,12 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
                     if not ignore_parsing_errors:
                         raise NonJsonMessageReceived from e
                     continue
-                problem = operation_problem(message)
+                problem = operation_problem(message) if self._modern() else None
                 if problem is None:
                     yield message
                     continue
-                assert isinstance(message, dict)  # operation_problem found a `type`
-                if message["type"] == "subscribe":
-                    await self.close(4400, f"Invalid subscribe message: {problem}")
-                    return
-                error: dict[str, object] = {
-                    "message": f"Invalid start message: {problem}",
-                    "extensions": {"code": "BAD_REQUEST"},
-                }
-                await self.send_json({"type": "error", "id": message.get("id"), "payload": error})
+                await self.close(4400, f"Invalid subscribe message: {problem}")
+                return
         except KeyError as e:  # a binary frame has no "text"
             raise NonTextMessageReceived from e
         except WebSocketDisconnect:

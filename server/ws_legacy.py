@@ -30,6 +30,8 @@ from strawberry.http.exceptions import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
+from server.websocket import operation_problem
+
 KNOWN_TYPES = frozenset({"connection_init", "connection_terminate", "start", "stop"})
 
 
@@ -93,10 +95,8 @@ class LegacyProtocolRules(BaseGraphQLWSHandler[Any, Any]):
             if not isinstance(operation_id, str) or not operation_id:
                 await self._protocol_error(f"A `{kind}` message needs a string `id`.")
                 return
-            payload = raw.get("payload")
-            if kind == "start" and (
-                not isinstance(payload, dict) or not isinstance(payload.get("query"), str)
-            ):
-                await self._protocol_error("A `start` message needs a `payload` with a `query`.")
+            problem = operation_problem(raw) if kind == "start" else None
+            if problem is not None:
+                await self._protocol_error(f"Invalid start message: {problem}")
                 return
         await super().handle_message(message)

@@ -67,7 +67,14 @@ async def test_second_connection_init_is_refused(server: LiveServer) -> None:
         ("{not json", "valid JSON"),
         ("7", "JSON object"),
         (json.dumps({"type": "start", "payload": {"query": "{ me { id } }"}}), "`id`"),
-        (json.dumps({"type": "start", "id": "1"}), "`query`"),
+        (json.dumps({"type": "start", "id": "1"}), "`payload` must be an object"),
+        (json.dumps({"type": "start", "id": "1", "payload": {}}), "`payload.query`"),
+        (
+            json.dumps(
+                {"type": "start", "id": "1", "payload": {"query": "{ me { id } }", "variables": 3}}
+            ),
+            "`payload.variables`",
+        ),
         (json.dumps({"type": "subscribe", "id": "1"}), "Unknown message type"),
     ],
 )
