@@ -25,9 +25,9 @@ CONCORD = Path(sys.executable).with_name("concord")
 
 LOGIN = """mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) {
   __typename ... on AuthPayload { accessToken user { displayName } } } }"""
-WORKSPACES = """{ workspaces { nodes { id name members { role user { email } }
-  boards { nodes { name cards { nodes { id version title status assignee { email }
-  comments { nodes { body author { email } } } } } } } } } }"""
+WORKSPACES = """{ workspaces(first: 2) { nodes { id name members { role user { email } }
+  boards(first: 5) { nodes { name cards(first: 10) { nodes { id version title status
+  assignee { email } comments(first: 5) { nodes { body author { email } } } } } } } } } }"""
 
 
 def concord(

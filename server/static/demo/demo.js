@@ -113,7 +113,8 @@
     show($("app"), true);
     show($("sign-out"), true);
     $("who").textContent = "Signed in as " + state.session.user.displayName;
-    var data = await gql("{ workspaces(first: 50) { nodes { id name boards(first: 50) { nodes { id name } } } } }");
+    // Small pages: a query's cost (MAX_QUERY_COST) multiplies each selection by its `first`.
+    var data = await gql("{ workspaces(first: 20) { nodes { id name boards(first: 20) { nodes { id name } } } } }");
     state.boards = [];
     data.workspaces.nodes.forEach(function (workspace) {
       workspace.boards.nodes.forEach(function (board) {
