@@ -77,7 +77,12 @@ def test_graphiql_runs_a_query_and_shows_another_clients_event_live(
 
     ada = login(server, "ada@demo.example.com")
     grace = login(server, "grace@demo.example.com")
-    workspace = graphql(server, ada, "{ workspaces(first: 5) { nodes { id boards(first: 5) { nodes { id } } } } }", {})
+    workspace = graphql(
+        server,
+        ada,
+        "{ workspaces(first: 5) { nodes { id boards(first: 5) { nodes { id } } } } }",
+        {},
+    )
     (space,) = workspace["workspaces"]["nodes"]
     board = space["boards"]["nodes"][0]["id"]
 
