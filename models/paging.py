@@ -44,11 +44,21 @@ def select_all(model: type[M], rows: bool = False) -> Select[Any]:
     return select(table_of(model)) if rows else select(model)
 
 
-async def fetch_all(session: AsyncSession, stmt: Select[Any], rows: bool = False) -> Sequence[Any]:
-    """The statement's results: ORM objects, or plain `Row`s with `rows=True`."""
-    result = await session.execute(stmt)
-    found: Sequence[Row[Any]] | Sequence[Any] = result.all() if rows else result.scalars().all()
-    return found
+async def fetch_all(
+    session: AsyncSession, stmt: Select[Any], rows: bool = False, values: Any = None
+) -> Sequence[Any]:
+    """The statement's results: ORM objects, or plain `Row`s with `rows=True`.
+
+    Plain rows are read on the session's connection, past the ORM: through
+    `Session.execute` even a table select is loaded row by row by the ORM's machinery
+    (a tenth of a nested read's CPU in the profile).
+    """
+    if rows:
+        connection = await session.connection()
+        found: Sequence[Row[Any]] = (await connection.execute(stmt, values)).all()
+        return found
+    objects: Sequence[Any] = (await session.execute(stmt, values)).scalars().all()
+    return objects
 
 
 def after_key(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
@@ -133,7 +143,6 @@ async def page_per_parent(
     unique = list(dict.fromkeys(parent_ids))
     for start in range(0, len(unique), MAX_IDS_PER_STATEMENT):
         chunk = unique[start : start + MAX_IDS_PER_STATEMENT]
-        result = await session.execute(shape, _page_values(chunk, after, limit))
-        for item in result.all() if rows else result.scalars():
+        for item in await fetch_all(session, shape, rows, _page_values(chunk, after, limit)):
             pages[getattr(item, parent.key)].append(item)
     return pages

@@ -31,7 +31,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.mssql.aioodbc import MSDialectAsync_aioodbc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import CallableColumnDefault
@@ -247,11 +246,11 @@ async def captured(tmp_path: Path) -> AsyncIterator[tuple[AsyncSession, list[Any
     statements: list[Any] = []
     async with AsyncSession(engine) as session:
 
-        @event.listens_for(session.sync_session, "do_orm_execute")
-        def _record(state: ORMExecuteState) -> None:
-            # Values given at execution (a cached statement's parameters) bound in, so the
-            # rendering shows what pyodbc receives.
-            statements.append((state.statement, dict(state.parameters or {})))
+        @event.listens_for(engine.sync_engine, "before_execute")
+        def _record(_conn: Any, statement: Any, _multi: Any, params: Any, _options: Any) -> None:
+            # Every statement that reaches a connection, through the ORM or past it (plain
+            # rows), with the values given at execution (a cached statement's parameters).
+            statements.append((statement, dict(params or {})))
 
         yield session, statements
     await engine.dispose()
