@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from server.graphiql import graphiql_html
-from tests.node import node
+from tests.npm import node
 
 SCRIPT = Path(__file__).with_name("js") / "graphiql_page.cjs"
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.api import empty_tables, settings_for
 from tests.live import EVENTS, LiveServer, live_server
-from tests.node import node, npm_package
+from tests.npm import node, npm_packages
 
 GRAPHQL_SSE = ("graphql-sse", "2.6.1")
 SCRIPT = Path(__file__).with_name("js") / "sse_client.cjs"
@@ -71,7 +71,7 @@ async def graphql_sse(
     headers: dict[str, str],
     take: int | None = None,
 ) -> AsyncIterator[Client]:
-    modules = npm_package(*GRAPHQL_SSE)
+    modules = npm_packages(dict([GRAPHQL_SSE]))
     options = {
         "url": f"http://127.0.0.1:{server.port}/graphql",
         "query": query,
