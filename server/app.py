@@ -30,6 +30,7 @@ from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
 from server.settings import Settings, load_settings
+from server.ws_fanout import FanoutTransportWSHandler
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
 
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
     )
+    if settings.ws_fanout:
+        graphql.graphql_transport_ws_handler_class = FanoutTransportWSHandler
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

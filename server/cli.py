@@ -7,6 +7,18 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+
+def worker_app() -> Any:
+    """The app of one `--workers` process (uvicorn imports it by name in each worker)."""
+    from server.app import create_app
+    from server.logging import configure_logging
+    from server.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -15,17 +27,33 @@ def _serve(args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.logging import configure_logging
     from server.settings import load_settings
+    from server.ws_protocol import uvicorn_ws_options
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        ws="websockets-sansio",
-        proxy_headers=True,
-    )
+    if args.workers < 1:
+        print("concord: --workers must be at least 1", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.workers > 1 and not settings.redis_url:
+        print(  # noqa: T201
+            "concord: --workers needs REDIS_URL: without it each process has its own "
+            "in-process broker, and a mutation would reach only its own process's subscribers",
+            file=sys.stderr,
+        )
+        return 2
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "proxy_headers": True,
+        **uvicorn_ws_options(settings.ws_compression),
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        # N processes accept on the one listening socket; each has its own app, database
+        # pool and Redis pub/sub connection.
+        uvicorn.run("server.cli:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -93,6 +121,12 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API (GraphiQL at /graphql)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (more than 1 needs REDIS_URL)",
+    )
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
     migrate.add_argument("--revision", default="head")
