@@ -346,6 +346,7 @@ def serve_main(args: argparse.Namespace) -> None:
     from server.graphql_app import ConcordGraphQL
     from server.logging import configure_logging
     from server.settings import load_settings
+    from server.ws_protocol import uvicorn_ws_options
 
     raise_fd_limit()
     idle_poll = os.environ.get(IDLE_POLL_ENV)
@@ -370,8 +371,8 @@ def serve_main(args: argparse.Namespace) -> None:
             host="127.0.0.1",
             port=args.port,
             log_config=None,
-            ws="websockets-sansio",
             backlog=4096,
+            **uvicorn_ws_options(settings.ws_compression),
         )
 
     # The driver brackets the publishing phase with SIGUSR1 and SIGUSR2. In between the

@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 from models import event as event_store
-from models import workspace as workspace_repo
 from resolvers import validation
 from resolvers.context import Context, Services
 from resolvers.errors import DomainError, InvalidInput, NotFoundError
@@ -145,6 +144,16 @@ class SharedEvents:
             self._events.popitem(last=False)
         return event
 
+    def recent(self, workspace_id: uuid.UUID, after: int, upto: int) -> list[SharedEvent] | None:
+        """Events after `after` up to `upto` of the workspace, if all are still kept here."""
+        events = []
+        for seq in range(after + 1, upto + 1):
+            event = self._events.get((workspace_id, seq))
+            if event is None:
+                return None
+            events.append(event)
+        return events
+
     @contextlib.contextmanager
     def watching(self, workspace_id: uuid.UUID, seen: int) -> Iterator[None]:
         """Keep the workspace's log watched while the block runs (one task per workspace)."""
@@ -208,21 +217,20 @@ async def _start(
 ) -> int:
     """The seq after which to deliver; raises when the caller may not or cannot resume."""
     async with ctx.services.db.primary_reader() as session:
-        if await workspace_repo.membership(session, workspace_id, user_id) is None:
-            raise NotFoundError("Workspace not found.")
-        last = await event_store.last_seq(session, workspace_id)
-        if after is None:
-            return last
-        start = after_seq(after)
-        if start > last:
-            raise InvalidInput("after", "This cursor is ahead of the workspace's event log.")
-        oldest = await event_store.first_seq(session, workspace_id)
-        if start < last and (oldest is None or oldest > start + 1):
-            raise CursorExpired(
-                "This cursor is older than the events the server keeps: reload the workspace "
-                "and subscribe again without `after`."
-            )
-        return start
+        member, last, oldest = await event_store.subscription_start(session, workspace_id, user_id)
+    if not member:
+        raise NotFoundError("Workspace not found.")
+    if after is None:
+        return last
+    start = after_seq(after)
+    if start > last:
+        raise InvalidInput("after", "This cursor is ahead of the workspace's event log.")
+    if start < last and (oldest is None or oldest > start + 1):
+        raise CursorExpired(
+            "This cursor is older than the events the server keeps: reload the workspace "
+            "and subscribe again without `after`."
+        )
+    return start
 
 
 async def workspace_events(

@@ -41,6 +41,11 @@ class WorkspaceLog:
         rows = await live._read_log(self.services, self.workspace_id, after)
         return [self.shared.share(live.SharedEvent.from_row(row)) for row in rows]
 
+    def recent(self, after: int, upto: int) -> Sequence[Any] | None:
+        if upto - after > self.page_size:
+            return None
+        return self.shared.recent(self.workspace_id, after, upto)
+
     async def last(self) -> int:
         async with self.services.db.primary_reader() as session:
             return await event_store.last_seq(session, self.workspace_id)

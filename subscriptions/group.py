@@ -67,6 +67,10 @@ class EventLog(Protocol):
         """At most `page_size` events after seq `after`, in order."""
         ...
 
+    def recent(self, after: int, upto: int) -> Sequence[Any] | None:
+        """The events after `after` up to `upto` if all are still in memory, else None."""
+        ...
+
     async def last(self) -> int:
         """The seq of the newest event in the log."""
         ...
@@ -196,20 +200,22 @@ class ChannelGroup:
         try:
             await asyncio.shield(self._started)
             while not member.closed:
-                if member.sent >= self.last:
-                    # Everything after the cursor will come through the group.
-                    rows: Sequence[Any] = ()
-                else:
-                    rows = await self.log.read(member.sent)
-                for event in rows:
-                    if member.closed:
-                        return
-                    if event.seq > member.sent:
-                        payload = await member.view.render(event)
-                        self._send(member, event, Rendered(event.seq, payload))
-                if len(rows) >= self.log.page_size or member.closed:
-                    continue
-                if self._drain(member):
+                # Events up to `last` are in the log (most still in memory); the ones
+                # after it reach the member through the group (buffered until drained).
+                while member.sent < self.last and not member.closed:
+                    upto = self.last
+                    rows = self.log.recent(member.sent, upto)
+                    if rows is None:
+                        rows = await self.log.read(member.sent)
+                    if not rows:
+                        break
+                    for event in rows:
+                        if member.closed:
+                            return
+                        if event.seq > member.sent:
+                            payload = await member.view.render(event)
+                            self._send(member, event, Rendered(event.seq, payload))
+                if member.closed or self._drain(member):
                     return
         except BaseException:
             self.leave(member)
