@@ -106,7 +106,7 @@ class ConcordGraphQL(GraphQL[Context, None]):
         if known is not None and not await known(viewer.user_id):
             raise ConnectionRejectionError({"reason": "unknown user"})
         context.viewer = viewer
-        context.loaders = context.fresh().loaders
+        context.reset_loaders()
         websocket: WebSocket = context.request
         delay = (viewer.expires_at - datetime.now(UTC)).total_seconds()
         timer = asyncio.get_running_loop().call_later(

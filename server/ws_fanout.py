@@ -162,7 +162,7 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         bound = None
         if plan is not None:
             assert isinstance(payload, dict)
-            bound = plan.bind(self.plans, payload.get("variables"), self._render_context())
+            bound = plan.bind(self.plans, payload.get("variables"), self._render_context)
         if bound is None:
             await super().handle_subscribe(message)
             return

@@ -20,6 +20,7 @@ import inspect
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +62,7 @@ class Plan:
     views: dict[str, SelectionView] = field(default_factory=dict)
 
     def bind(
-        self, plans: SubscriptionPlans, variables: Any, context: Any
+        self, plans: SubscriptionPlans, variables: Any, context: Callable[[], Any]
     ) -> tuple[dict[str, Any], SelectionView] | None:
         """The root field's arguments and the member's view; None when the variables
         are not valid (Strawberry then reports it)."""
@@ -88,7 +89,7 @@ class Plan:
                 schema,
                 self.document,
                 None,
-                context,
+                context(),
                 variables or {},
                 None if self.operation.name is None else self.operation.name.value,
             )

@@ -45,6 +45,13 @@ class ConcordWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][FRAME_WRITER] = self
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # The upgrade request and response are done with: don't keep their headers
+            # for the life of the connection (memory per idle subscriber).
+            self.request = self.response = None  # type: ignore[assignment]
+
     def write_frame(self, frame: bytes) -> int:
         """Write a `text_frame`; returns the bytes still buffered, or -1 once closed."""
         if self.close_sent or self.disconnected or self.transport.is_closing():
