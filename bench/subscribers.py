@@ -64,6 +64,7 @@ PROTOCOL = "graphql-transport-ws"
 EVENTS = """subscription($w: ID!, $a: String) { workspaceEvents(workspaceId: $w, after: $a) {
   seq cursor type entityType entityId version occurredAt actor { id displayName }
   changes { field oldValue newValue } } }"""
+PEER_EVENTS = "subscription($w: ID!){ workspaceEvents(workspaceId:$w){ seq entityId type ts } }"
 CREATE_CARD = """mutation($i: CreateCardInput!) { createCard(input: $i) { __typename } }"""
 
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
@@ -107,18 +108,26 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 class Subscriber(asyncio.Protocol):
     """One WebSocket connection with one `workspaceEvents` subscription."""
 
-    def __init__(self, host: str, port: int, token: str, workspace: str, after: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        workspace: str,
+        after: str,
+        peer: bool = False,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.host, self.port = host, port
         self.init = json.dumps(
             {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
         ).encode()
+        # The Node peer's schema (bench/peers/node-subs/server.js): its own selection,
+        # and `ts` (publish time, epoch ms) instead of `occurredAt`.
+        self.peer = peer
+        query, variables = (PEER_EVENTS, {"w": workspace}) if peer else (EVENTS, {"w": workspace, "a": after})
         self.request = json.dumps(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": EVENTS, "variables": {"w": workspace, "a": after}},
-            }
+            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
         ).encode()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
@@ -199,7 +208,10 @@ class Subscriber(asyncio.Protocol):
                 self.errors.append(error.get("extensions", {}).get("code", error.get("message")))
             event = (body.get("data") or {}).get("workspaceEvents")
             if event is not None:
-                occurred = datetime.fromisoformat(event["occurredAt"]).timestamp()
+                if self.peer:
+                    occurred = event["ts"] / 1000
+                else:
+                    occurred = datetime.fromisoformat(event["occurredAt"]).timestamp()
                 self.received.append((event["seq"], now - occurred))
                 if not self.first_event.done():
                     self.first_event.set_result(event["seq"])
@@ -242,6 +254,7 @@ async def open_subscribers(
     concurrency: int,
     *,
     burst: bool = False,
+    peer: bool = False,
 ) -> tuple[list[Subscriber], int]:
     """`count` subscriptions, at most `concurrency` starting at a time; (live, failed).
 
@@ -255,7 +268,7 @@ async def open_subscribers(
 
     async def one() -> Subscriber:
         async with gate:
-            subscriber = Subscriber(host, int(port), token, workspace, after)
+            subscriber = Subscriber(host, int(port), token, workspace, after, peer)
             await loop.create_connection(lambda: subscriber, host, int(port))
             await asyncio.wait_for(subscriber.subscribed, 60)
             if not burst:
@@ -278,6 +291,7 @@ async def client_main(args: argparse.Namespace) -> None:
         args.count,
         args.concurrency,
         burst=args.burst,
+        peer=args.peer,
     )
     emit({"event": "subscribed", "count": len(subscribers), "failed": failed})
     firsts = await asyncio.gather(
@@ -304,7 +318,7 @@ async def client_main(args: argparse.Namespace) -> None:
     errors: dict[str, int] = {}
     for s in subscribers:
         seen: set[int] = set()
-        previous = 0
+        previous = -1  # the peer's readiness probes are seq 0
         for seq, latency in s.received:
             if seq <= previous:
                 out_of_order += seq not in seen
@@ -836,6 +850,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     client.add_argument("--count", type=int, required=True)
     client.add_argument("--concurrency", type=int, default=100)
     client.add_argument("--burst", action="store_true")
+    client.add_argument("--peer", action="store_true", help="the Node peer's schema")
     parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--rate", type=float, default=1.0, help="events per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of publishing")
