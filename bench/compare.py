@@ -19,7 +19,7 @@ stopped by its pid):
 
 Reported per run: delivered/expected, p50/p99/max latency, server CPU per delivery
 (the server's processes' user+system time while publishing ÷ deliveries), memory per
-idle subscriber ((RSS once all are live − RSS before) ÷ N), connect time (until every
+idle subscriber ((RSS once all are live - RSS before) / N), connect time (until every
 subscription delivered its first event), and the ratio Concord ÷ peer of the medians.
 """
 
@@ -63,10 +63,10 @@ def install_peer() -> Path:
     return PEER_CACHE
 
 
-async def wait_http(url: str, timeout: float = 60) -> None:
+async def wait_http(url: str) -> None:
     import httpx
 
-    async with httpx.AsyncClient() as http, asyncio.timeout(timeout):
+    async with httpx.AsyncClient() as http, asyncio.timeout(60):
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if (await http.get(url)).status_code < 500:
@@ -330,25 +330,28 @@ def summary(results: list[dict[str, Any]]) -> str:
     ]
     groups: dict[tuple[int, int], dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        groups.setdefault((r["subscribers"], r["workers"]), {}).setdefault(r["server"], []).append(r)
+        key = (r["subscribers"], r["workers"])
+        groups.setdefault(key, {}).setdefault(r["server"], []).append(r)
     for (count, workers), by_server in sorted(groups.items()):
         medians: dict[str, dict[str, float]] = {}
         for server, runs in by_server.items():
             medians[server] = {k: statistics.median(r[k] for r in runs) for k, _ in keys}
-            label = f"{server} (--workers {workers})" if server == "concord" and workers > 1 else server
+            label = server
+            if server == "concord" and workers > 1:
+                label += f" (--workers {workers})"
             cells = []
             for k, _ in keys:
                 values = [r[k] for r in runs]
                 cell = f"{medians[server][k]:g}"
                 if len(values) > 1:
-                    cell += f" ({min(values):g}–{max(values):g})"
+                    cell += f" ({min(values):g}-{max(values):g})"
                 cells.append(cell)
             lines.append(f"| {count:,} | {label} | {len(runs)} | " + " | ".join(cells) + " |")
         if "concord" in medians and "node peer" in medians:
             ratio = []
             for k, _ in keys:
                 peer = medians["node peer"][k]
-                ratio.append(f"{medians['concord'][k] / peer:.2f}×" if peer else "–")
+                ratio.append(f"{medians['concord'][k] / peer:.2f}x" if peer else "-")
             lines.append(f"| {count:,} | **Concord ÷ peer** | | " + " | ".join(ratio) + " |")
     return "\n".join(lines)
 
@@ -388,7 +391,7 @@ async def main(args: argparse.Namespace) -> None:
                     results.append(result)
                     sys.stderr.write(json.dumps(result) + "\n")
                     if args.json:
-                        with open(args.json, "a") as out:
+                        with Path(args.json).open("a") as out:  # noqa: ASYNC230
                             out.write(json.dumps(result) + "\n")
     finally:
         redis.terminate()

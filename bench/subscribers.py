@@ -125,7 +125,9 @@ class Subscriber(asyncio.Protocol):
         # The Node peer's schema (bench/peers/node-subs/server.js): its own selection,
         # and `ts` (publish time, epoch ms) instead of `occurredAt`.
         self.peer = peer
-        query, variables = (PEER_EVENTS, {"w": workspace}) if peer else (EVENTS, {"w": workspace, "a": after})
+        query, variables = (EVENTS, {"w": workspace, "a": after})
+        if peer:
+            query, variables = PEER_EVENTS, {"w": workspace}
         self.request = json.dumps(
             {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
         ).encode()
