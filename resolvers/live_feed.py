@@ -18,13 +18,22 @@ from models import event as event_store
 from resolvers import live, validation
 from resolvers.context import Context, Services
 from resolvers.errors import NotFoundError
-from resolvers.event import event_cursor
+from resolvers.event import after_seq, event_cursor
 from resolvers.unit_of_work import workspace_channel
 from subscriptions.group import ChannelGroup, GroupHub
 
 
 class WorkspaceLog:
-    """A workspace's event log, as a `subscriptions.group.EventLog`."""
+    """A workspace's event log, as a `subscriptions.group.EventLog`.
+
+    It also remembers who was found to be a member while its group runs, so that a
+    reconnect storm does not check every subscriber's membership in the database: an
+    entry is forgotten when a `member.removed` event for that user passes through the
+    group (which sees every event of the workspace, in order). A user removed by an
+    event the group has not processed yet may still join: the removal then reaches
+    them as their next event and ends their subscription, as if they had joined
+    just before it.
+    """
 
     page_size = live.BACKFILL_PAGE
 
@@ -32,14 +41,24 @@ class WorkspaceLog:
         self.services = services
         self.workspace_id = workspace_id
         self.shared = live.shared_events(services)
+        self.members: set[uuid.UUID] = set()
+        self.removals = 0
 
     @property
     def degraded_poll_seconds(self) -> float:
         return live.DEGRADED_POLL_SECONDS
 
+    def _seen(self, event: live.SharedEvent) -> live.SharedEvent:
+        if event.type == "member.removed":
+            self.removals += 1
+            for change in event.changes:
+                if change["field"] == "user" and change.get("old"):
+                    self.members.discard(uuid.UUID(str(change["old"])))
+        return event
+
     async def read(self, after: int) -> Sequence[Any]:
         rows = await live._read_log(self.services, self.workspace_id, after)
-        return [self.shared.share(live.SharedEvent.from_row(row)) for row in rows]
+        return [self._seen(self.shared.share(live.SharedEvent.from_row(row))) for row in rows]
 
     def recent(self, after: int, upto: int) -> Sequence[Any] | None:
         if upto - after > self.page_size:
@@ -51,7 +70,7 @@ class WorkspaceLog:
             return await event_store.last_seq(session, self.workspace_id)
 
     def decode(self, message: str) -> Any:
-        return self.shared.share(live.SharedEvent.from_message(message))
+        return self._seen(self.shared.share(live.SharedEvent.from_message(message)))
 
     @contextmanager
     def watching(self, seen: int) -> Iterator[None]:
@@ -73,14 +92,22 @@ def group_hub(services: Services) -> GroupHub:
 
 
 class WorkspaceFeed:
-    """A checked `workspaceEvents` start: the group to join, the cursor, the stop rule."""
+    """A checked `workspaceEvents` start: where to resume, and the group to join."""
 
-    __slots__ = ("after", "group", "user_id")
+    __slots__ = ("after", "services", "user_id", "workspace_id")
 
-    def __init__(self, group: ChannelGroup, after: int, user_id: uuid.UUID) -> None:
-        self.group = group
+    def __init__(
+        self, services: Services, workspace_id: uuid.UUID, after: int, user_id: uuid.UUID
+    ) -> None:
+        self.services = services
+        self.workspace_id = workspace_id
         self.after = after
         self.user_id = user_id
+
+    def group(self) -> ChannelGroup:
+        """The workspace's group, started if need be: join it before the next await."""
+        services, ws = self.services, self.workspace_id
+        return group_hub(services).group(workspace_channel(ws), lambda: WorkspaceLog(services, ws))
 
     def stop_after(self) -> Callable[[Any], Exception | None]:
         user_id = self.user_id
@@ -93,11 +120,33 @@ class WorkspaceFeed:
         return removed
 
 
+def _known_start(group: ChannelGroup | None, user_id: uuid.UUID, after: str | None) -> int | None:
+    """Where to start without the database, when the running group can vouch for it."""
+    if group is None or not group.started or not isinstance(group.log, WorkspaceLog):
+        return None
+    if user_id not in group.log.members:
+        return None
+    if after is None:
+        return group.last
+    start = after_seq(after)
+    # Only a cursor whose events are all still in memory: its resume is exact.
+    if start <= group.last and group.log.recent(start, group.last) is not None:
+        return start
+    return None
+
+
 async def workspace_feed(ctx: Context, workspace_id: str, after: str | None) -> WorkspaceFeed:
     """Check the caller may follow the workspace from `after`; raises like the stream does."""
     user_id = ctx.user_id()
     ws = validation.entity_id(workspace_id, "workspaceId")
     services = ctx.services
+    group = group_hub(services).groups.get(workspace_channel(ws))
+    start = _known_start(group, user_id, after)
+    if start is not None:
+        return WorkspaceFeed(services, ws, start, user_id)
+    log = group.log if group is not None and isinstance(group.log, WorkspaceLog) else None
+    removals = log.removals if log is not None else 0
     start = await live._start(ctx, ws, user_id, after)
-    group = group_hub(services).group(workspace_channel(ws), lambda: WorkspaceLog(services, ws))
-    return WorkspaceFeed(group, start, user_id)
+    if log is not None and log.removals == removals:
+        log.members.add(user_id)  # no removal passed while we asked the database
+    return WorkspaceFeed(services, ws, start, user_id)

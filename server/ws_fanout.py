@@ -186,8 +186,9 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             if self.fanout.get(sink.op_id) is not sink:
                 return  # completed by the client meanwhile
             member = Member(sink, view, feed.after, feed.stop_after())
-            sink.member, sink.group = member, feed.group
-            await feed.group.join(member)
+            group = feed.group()
+            sink.member, sink.group = member, group
+            await group.join(member)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

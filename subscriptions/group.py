@@ -187,6 +187,12 @@ class ChannelGroup:
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"fanout {channel}")
 
+    @property
+    def started(self) -> bool:
+        """Subscribed, and `last` read from the log."""
+        started = self._started
+        return started.done() and not started.cancelled() and started.exception() is None
+
     # --- members -------------------------------------------------------------------
 
     async def join(self, member: Member) -> None:

@@ -335,3 +335,38 @@ async def test_2000_connect_subscribe_drop_cycles_leave_nothing_behind(server: L
     with contextlib.suppress(TimeoutError):
         await eventually(lambda: counts() == before, 15)  # the server notices the drops
     assert counts() == before
+
+
+# --- membership --------------------------------------------------------------------
+
+REMOVE_MEMBER = """mutation($i: RemoveMemberInput!) { removeMember(input: $i) { __typename } }"""
+
+
+async def test_a_removed_member_is_cut_off_and_cannot_subscribe_again(server: LiveServer) -> None:
+    api = server.api
+    alice, ws, _board, cursor = await setup_board(api)
+    bob = await api.register()
+    await api.add_member(alice, ws, bob, "VIEWER")
+    query = SELECTIONS["plain"]
+    async with raw_socket(server.ws_url, alice) as owner, raw_socket(server.ws_url, bob) as s:
+        # The owner keeps the workspace's group running (and its memory of members).
+        await subscribe(owner, "1", query, {"w": ws, "a": None})
+        await subscribe(s, "1", query, {"w": ws, "a": None})
+        await subscribe(s, "2", query, {"w": ws, "a": None})  # a second one, known member
+        await eventually(lambda: members(server) == 3, 10)
+        data = await api.ok(
+            REMOVE_MEMBER, {"i": {"workspaceId": ws, "userId": bob.id}}, alice.token
+        )
+        assert data["removeMember"]["__typename"] == "DeletePayload", data
+        got = [json.loads(f) for f in await frames(s, 6)]
+        for op_id in ("1", "2"):
+            mine = [m for m in got if m["id"] == op_id]
+            assert mine[0]["payload"]["data"]["workspaceEvents"]["type"] == "member.removed"
+            assert mine[1]["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+            assert mine[2] == {"id": op_id, "type": "complete"}
+
+        # Subscribing again, while the group that knew Bob as a member still runs.
+        await subscribe(s, "3", query, {"w": ws, "a": cursor})
+        (answer,) = [json.loads(f) for f in await frames(s, 1)]
+        assert answer["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND", answer
+        assert members(server) == 1
