@@ -31,6 +31,7 @@ from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
 from server.settings import Settings, load_settings
 from server.ws_fanout import FanoutTransportWSHandler
+from server.ws_protocol import WebSocketLane
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
 
@@ -142,6 +143,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 backend=BearerTokenBackend(tokens, known_users),
                 on_error=unauthenticated_response,
             ),
+            # Keep last: the middleware above still sees every socket.
+            Middleware(WebSocketLane, endpoint=graphql, path="/graphql"),
         ],
         lifespan=lifespan,
     )

@@ -21,14 +21,20 @@ import contextlib
 import json
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from graphql import GraphQLError
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     CompleteMessage,
+    Message,
     SubscribeMessage,
 )
 
@@ -139,6 +145,24 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.queue_size = self.context.services.subscriber_queue_size
         scope = self.context.request.scope
         self.writer: Any = scope.get("extensions", {}).get(FRAME_WRITER)
+
+    async def handle(self) -> None:
+        """Strawberry's message loop, minus keeping the last message alive: on an idle
+        socket that is the `subscribe`, query and all, for as long as it stays open."""
+        self.on_request_accepted()
+        try:
+            try:
+                async for message in self.websocket.iter_json():
+                    await self.handle_message(cast("Message", message))
+                    del message
+            except NonTextMessageReceived:
+                await self.handle_invalid_message("WebSocket message type must be text")
+            except NonJsonMessageReceived:
+                await self.handle_invalid_message("WebSocket message must be valid JSON")
+        except WebSocketDisconnected:
+            pass
+        finally:
+            await self.shutdown()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         op_id = message.get("id")

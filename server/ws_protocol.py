@@ -139,3 +139,24 @@ class ConcordWebSocketProtocol(WebSocketsSansIOProtocol):
 def uvicorn_ws_options(compression: bool) -> dict[str, Any]:
     """The WebSocket options `concord serve` gives uvicorn (tests serve with them too)."""
     return {"ws": ConcordWebSocketProtocol, "ws_per_message_deflate": compression}
+
+
+class WebSocketLane:
+    """ASGI middleware: a WebSocket to `path` goes straight to `endpoint`.
+
+    Placed last among the app's middleware (after authentication, which only marks a
+    socket anonymous: sockets authenticate in `connection_init`), it skips Starlette's
+    exception middleware and router, whose suspended frames every idle socket would
+    otherwise keep for its whole life.
+    """
+
+    def __init__(self, app: Any, endpoint: Any, path: str) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.path = path
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            await self.endpoint(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
