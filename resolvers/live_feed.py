@@ -9,12 +9,14 @@ member removed from the workspace gets that event, then `NotFound`).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from models import event as event_store
+from models import workspace as workspace_repo
 from resolvers import live, validation
 from resolvers.context import Context, Services
 from resolvers.errors import NotFoundError
@@ -26,10 +28,11 @@ from subscriptions.group import ChannelGroup, GroupHub
 class WorkspaceLog:
     """A workspace's event log, as a `subscriptions.group.EventLog`.
 
-    It also remembers who was found to be a member while its group runs, so that a
-    reconnect storm does not check every subscriber's membership in the database: an
-    entry is forgotten when a `member.removed` event for that user passes through the
-    group (which sees every event of the workspace, in order). A user removed by an
+    It also knows who is a member while its group runs, so that a reconnect storm does
+    not check every subscriber's membership in the database: the members as of `last`
+    (read when the group starts), then every `member.added` and `member.removed` event
+    that passes through the group (which sees every event of the workspace, in order),
+    and users the database confirmed since. A user removed by an
     event the group has not processed yet may still join: the removal then reaches
     them as their next event and ends their subscription, as if they had joined
     just before it.
@@ -43,6 +46,7 @@ class WorkspaceLog:
         self.shared = live.shared_events(services)
         self.members: set[uuid.UUID] = set()
         self.removals = 0
+        self._reads: dict[int, asyncio.Future[list[Any]]] = {}
 
     @property
     def degraded_poll_seconds(self) -> float:
@@ -54,9 +58,21 @@ class WorkspaceLog:
             for change in event.changes:
                 if change["field"] == "user" and change.get("old"):
                     self.members.discard(uuid.UUID(str(change["old"])))
+        elif event.type == "member.added":
+            for change in event.changes:
+                if change["field"] == "user" and change.get("new"):
+                    self.members.add(uuid.UUID(str(change["new"])))
         return event
 
     async def read(self, after: int) -> Sequence[Any]:
+        # Members joining together with the same cursor share one query.
+        pending = self._reads.get(after)
+        if pending is None:
+            pending = self._reads[after] = asyncio.ensure_future(self._read(after))
+            pending.add_done_callback(lambda _: self._reads.pop(after, None))
+        return await asyncio.shield(pending)
+
+    async def _read(self, after: int) -> list[Any]:
         rows = await live._read_log(self.services, self.workspace_id, after)
         return [self._seen(self.shared.share(live.SharedEvent.from_row(row))) for row in rows]
 
@@ -67,7 +83,11 @@ class WorkspaceLog:
 
     async def last(self) -> int:
         async with self.services.db.primary_reader() as session:
-            return await event_store.last_seq(session, self.workspace_id)
+            last = await event_store.last_seq(session, self.workspace_id)
+            # Read after `last`: every membership change up to it is in this set, and
+            # the ones after it pass through the group (member.added/removed) in order.
+            self.members = await workspace_repo.member_ids(session, self.workspace_id)
+        return last
 
     def decode(self, message: str) -> Any:
         return self._seen(self.shared.share(live.SharedEvent.from_message(message)))
