@@ -92,6 +92,9 @@ class WorkspaceLog:
     def decode(self, message: str) -> Any:
         return self._seen(self.shared.share(live.SharedEvent.from_message(message)))
 
+    def may_stop(self, event: Any) -> bool:
+        return bool(event.type == "member.removed")
+
     @contextmanager
     def watching(self, seen: int) -> Iterator[None]:
         with self.shared.watching(self.workspace_id, seen):

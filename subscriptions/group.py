@@ -79,6 +79,11 @@ class EventLog(Protocol):
         """An event from a broker message."""
         ...
 
+    def may_stop(self, event: Any) -> bool:
+        """Whether a member's `stop_after` could end it after `event` (asked once per
+        event, so that the common event costs no call per member)."""
+        ...
+
     def watching(self, seen: int) -> AbstractContextManager[None]:
         """Keep an eye on the log while the group runs (events the broker never saw)."""
         ...
@@ -107,11 +112,12 @@ class Sink(Protocol):
 class Rendered:
     """One event rendered for one view: the payload, and frames built from it."""
 
-    __slots__ = ("_frames", "payload", "seq")
+    __slots__ = ("_frames", "may_stop", "payload", "seq")
 
-    def __init__(self, seq: int, payload: bytes) -> None:
+    def __init__(self, seq: int, payload: bytes, may_stop: bool = True) -> None:
         self.seq = seq
         self.payload = payload
+        self.may_stop = may_stop
         self._frames: dict[object, bytes] | None = None
 
     def frame(self, key: object, build: Callable[[bytes], bytes]) -> bytes:
@@ -220,7 +226,8 @@ class ChannelGroup:
                             return
                         if event.seq > member.sent:
                             payload = await member.view.render(event)
-                            self._send(member, event, Rendered(event.seq, payload))
+                            rendered = Rendered(event.seq, payload, self.log.may_stop(event))
+                            self._send(member, event, rendered)
                 if member.closed or self._drain(member):
                     return
         except BaseException:
@@ -265,7 +272,7 @@ class ChannelGroup:
             self._end(member, self.hub.slow_consumer(member.sent))
             return
         stop = member.stop_after
-        if stop is not None and (error := stop(event)) is not None:
+        if rendered.may_stop and stop is not None and (error := stop(event)) is not None:
             self._end(member, error)
 
     def _end(self, member: Member, error: Exception | None) -> None:
@@ -290,12 +297,16 @@ class ChannelGroup:
 
     async def _deliver(self, event: Any) -> None:
         self.last = event.seq
+        seq, may_stop = event.seq, self.log.may_stop(event)
         for view, members in list(self.views.items()):
             if not members:
                 continue
-            rendered = Rendered(event.seq, await view.render(event))
+            rendered = Rendered(seq, await view.render(event), may_stop)
             for member in tuple(members):
-                self._offer(member, event, rendered)
+                if member.pending is None and member.sent == seq - 1 and not member.closed:
+                    self._send(member, event, rendered)  # the common case: a live member
+                else:
+                    self._offer(member, event, rendered)
 
     async def _catch_up(self) -> None:
         while True:
