@@ -29,6 +29,9 @@ their discussion: bench/RESULTS.md. The clients are a minimal WebSocket implemen
 protocols, timestamping each frame as it is read from the socket, so that client-side
 overhead inflates the latencies as little as Python allows.
 
+`bench/compare.py` drives the same client (`client --peer`) against the Node peer and
+Concord in one run, alternating; its results are at the top of bench/RESULTS.md.
+
 The script runs itself in three roles: the driver (default), `serve` (the Concord
 process) and `client` (a process of subscribers); they talk over stdin/stdout lines.
 """
@@ -763,6 +766,7 @@ class Driver:
             "first_ms": percentile(firsts, 50),
             "last_ms": percentile(lasts, 50),
             "mutation_p50_ms": percentile(sorted(mutation_ms), 50),
+            "mutation_p99_ms": percentile(sorted(mutation_ms), 99),
             "publish_seconds": round(wall, 1),
             "server_cpu_pct": round(100 * cpu_used / wall, 1),
             "idle_cpu_pct": round(100 * idle_cpu / args.idle, 1),
@@ -806,6 +810,7 @@ def report(results: list[dict[str, Any]]) -> str:
         ("first_ms", "first sub ms"),
         ("last_ms", "last sub ms"),
         ("mutation_p50_ms", "mutation ms"),
+        ("mutation_p99_ms", "mutation p99 ms"),
         ("publish_seconds", "publish s"),
         ("server_cpu_pct", "server CPU %"),
         ("idle_cpu_pct", "idle CPU %"),
