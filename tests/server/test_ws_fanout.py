@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -27,9 +29,11 @@ from models.migrate import upgrade
 from resolvers import live
 from resolvers.live_feed import group_hub
 from resolvers.validation import DESCRIPTION_MAX
+from server.app import create_app
 from server.gc_tuning import collector
 from tests.api import Api, Person, empty_tables, settings_for
 from tests.live import PROTOCOL, LiveServer, live_server
+from tests.services import free_port
 
 CARD_FIELDS = "seq cursor type entityId actor { id } changes { field newValue }"
 # Three selections: plain; aliased with a fragment and more fields; one whose shape
@@ -370,3 +374,33 @@ async def test_a_removed_member_is_cut_off_and_cannot_subscribe_again(server: Li
         (answer,) = [json.loads(f) for f in await frames(s, 1)]
         assert answer["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND", answer
         assert members(server) == 1
+
+
+async def test_under_a_plain_uvicorn_frames_go_through_asgi(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Served without ConcordWebSocketProtocol (`uvicorn server.app:…` with its own
+    WebSocket implementation), the fast path still delivers, through ASGI sends."""
+    await empty_tables(sqlite_url)
+    app = create_app(settings_for(sqlite_url, tmp_path))
+    port = free_port()
+    config = uvicorn.Config(app, port=port, log_config=None, ws="websockets-sansio")
+    uvicorn_server = uvicorn.Server(config)
+    task = asyncio.create_task(uvicorn_server.serve())
+    try:
+        await eventually(lambda: uvicorn_server.started, 10)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            api = Api(http, app)
+            alice, ws, board, cursor = await setup_board(api)
+            url = f"ws://127.0.0.1:{port}/graphql"
+            async with raw_socket(url, alice) as s:
+                await subscribe(s, "1", SELECTIONS["plain"], {"w": ws, "a": cursor})
+                await api.card(alice, board, "one")
+                await api.card(alice, board, "two")
+                got = [json.loads(f) for f in await frames(s, 2)]
+                assert group_hub(app.state.services).member_count() == 1
+    finally:
+        uvicorn_server.should_exit = True
+        await task
+    titles = [m["payload"]["data"]["workspaceEvents"]["changes"][0]["newValue"] for m in got]
+    assert titles == ["one", "two"]
