@@ -346,11 +346,17 @@ class ChannelGroup:
             log.exception("fan-out of %s failed", self.channel)
             if not self._started.done():
                 self._started.set_exception(exc)
+                if self.hub.groups.get(self.channel) is self:
+                    del self.hub.groups[self.channel]
                 return
         finally:
             if not self._started.done():
                 self._started.cancel()
-        # The broker disconnected (the process is stopping): every stream ends.
+        # The broker disconnected (the process is stopping) or the loop failed: every
+        # stream ends (clients resume with their cursors), and the next member to
+        # arrive starts a new group.
+        if self.hub.groups.get(self.channel) is self:
+            del self.hub.groups[self.channel]
         for member in list(self.members):
             self._end(member, None)
 
