@@ -328,31 +328,30 @@ def summary(results: list[dict[str, Any]]) -> str:
         "| subscribers | server | runs | " + " | ".join(t for _, t in keys) + " |",
         "|---:|---|---:|" + "---:|" * len(keys),
     ]
-    groups: dict[tuple[int, int], dict[str, list[dict[str, Any]]]] = {}
+    groups: dict[int, dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        key = (r["subscribers"], r["workers"])
-        groups.setdefault(key, {}).setdefault(r["server"], []).append(r)
-    for (count, workers), by_server in sorted(groups.items()):
+        label = r["server"]
+        if label == "concord" and r["workers"] > 1:
+            label += f" (--workers {r['workers']})"
+        groups.setdefault(r["subscribers"], {}).setdefault(label, []).append(r)
+    for count, by_server in sorted(groups.items()):
         medians: dict[str, dict[str, float]] = {}
-        for server, runs in by_server.items():
-            medians[server] = {k: statistics.median(r[k] for r in runs) for k, _ in keys}
-            label = server
-            if server == "concord" and workers > 1:
-                label += f" (--workers {workers})"
+        for label, runs in sorted(by_server.items()):
+            medians[label] = {k: statistics.median(r[k] for r in runs) for k, _ in keys}
             cells = []
             for k, _ in keys:
                 values = [r[k] for r in runs]
-                cell = f"{medians[server][k]:g}"
+                cell = f"{medians[label][k]:g}"
                 if len(values) > 1:
                     cell += f" ({min(values):g}-{max(values):g})"
                 cells.append(cell)
             lines.append(f"| {count:,} | {label} | {len(runs)} | " + " | ".join(cells) + " |")
-        if "concord" in medians and "node peer" in medians:
-            ratio = []
-            for k, _ in keys:
-                peer = medians["node peer"][k]
-                ratio.append(f"{medians['concord'][k] / peer:.2f}x" if peer else "-")
-            lines.append(f"| {count:,} | **Concord ÷ peer** | | " + " | ".join(ratio) + " |")
+        peer = medians.get("node peer")
+        for label in sorted(medians):
+            if not label.startswith("concord") or peer is None:
+                continue
+            ratio = [f"{medians[label][k] / peer[k]:.2f}x" if peer[k] else "-" for k, _ in keys]
+            lines.append(f"| {count:,} | **{label} / peer** | | " + " | ".join(ratio) + " |")
     return "\n".join(lines)
 
 
