@@ -409,8 +409,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connect-concurrency", type=int, default=200)
     parser.add_argument("--only", choices=["concord", "node"], help="run one server only")
     parser.add_argument("--json", help="append each run's result to this JSON-lines file")
+    parser.add_argument("--summarize", help="only print the table of this JSON-lines file")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.summarize:
+        lines = Path(arguments.summarize).read_text().splitlines()
+        sys.stdout.write(summary([json.loads(line) for line in lines if line]) + "\n")
+    else:
+        asyncio.run(main(arguments))
