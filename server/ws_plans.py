@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ROOT_FIELD = "workspaceEvents"
 PLANS_KEPT = 256
+BINDINGS_KEPT = 1024
 _VARIABLE = re.compile(r"\$(\w+)")
 
 
@@ -60,6 +61,9 @@ class Plan:
     selection_variables: frozenset[str]
     text: str
     views: dict[str, SelectionView] = field(default_factory=dict)
+    # Recent bindings by their variables: in a reconnect storm the clients of a
+    # workspace come back with the same variables (the same last cursor).
+    bound: dict[str, tuple[dict[str, Any], SelectionView] | None] = field(default_factory=dict)
 
     def bind(
         self, plans: SubscriptionPlans, variables: Any, context: Callable[[], Any]
@@ -68,6 +72,21 @@ class Plan:
         are not valid (Strawberry then reports it)."""
         if variables is not None and not isinstance(variables, dict):
             return None
+        try:
+            key = json.dumps(variables, sort_keys=True)
+        except (TypeError, ValueError):
+            return self._bind(plans, variables, context)
+        if key in self.bound:
+            return self.bound[key]
+        result = self._bind(plans, variables, context)
+        if len(self.bound) >= BINDINGS_KEPT:
+            self.bound.clear()
+        self.bound[key] = result
+        return result
+
+    def _bind(
+        self, plans: SubscriptionPlans, variables: Any, context: Callable[[], Any]
+    ) -> tuple[dict[str, Any], SelectionView] | None:
         schema = plans.schema._schema
         coerced = get_variable_values(
             schema, self.operation.variable_definitions or (), variables or {}
