@@ -164,6 +164,11 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         finally:
             await self.shutdown()
 
+    async def handle_connection_init(self, message: Any) -> None:
+        await super().handle_connection_init(message)
+        # Read once, by authentication: not kept (token and all) while the socket idles.
+        self.context.connection_params = None
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         op_id = message.get("id")
         if self.connection_acknowledged and op_id in self.fanout:
