@@ -323,8 +323,10 @@ async def client_main(args: argparse.Namespace) -> None:
     errors: dict[str, int] = {}
     for s in subscribers:
         seen: set[int] = set()
-        previous = -1  # the peer's readiness probes are seq 0
+        previous = 0
         for seq, latency in s.received:
+            if seq == 0:
+                continue  # the peer's readiness probes (all seq 0), not events
             if seq <= previous:
                 out_of_order += seq not in seen
             previous = max(previous, seq)
