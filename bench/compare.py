@@ -20,7 +20,8 @@ stopped by its pid):
 Reported per run: delivered/expected, p50/p99/max latency, server CPU per delivery
 (the server's processes' user+system time while publishing ÷ deliveries), memory per
 idle subscriber ((RSS once all are live - RSS before) / N), connect time (until every
-subscription delivered its first event), and the ratio Concord ÷ peer of the medians.
+subscription delivered its first event) with the server CPU it took per subscription, and
+the ratio Concord ÷ peer of the medians.
 """
 
 from __future__ import annotations
@@ -210,6 +211,7 @@ async def run_one(target: Target, count: int, args: argparse.Namespace) -> dict[
         counts = [count // processes] * processes
         counts[0] += count - sum(counts)
         started = time.monotonic()
+        connect_cpu = target.cpu()
         for n in counts:
             clients.append(
                 await asyncio.create_subprocess_exec(
@@ -256,6 +258,7 @@ async def run_one(target: Target, count: int, args: argparse.Namespace) -> dict[
             probes = asyncio.create_task(probe())
         readies = await asyncio.gather(*(line(c) for c in clients))
         connect_seconds = time.monotonic() - started
+        connect_cpu = target.cpu() - connect_cpu
         if probes is not None:
             probes.cancel()
         ready_seq = 0 if peer else max(s for m in readies for s in m["seqs"])
@@ -311,6 +314,8 @@ async def run_one(target: Target, count: int, args: argparse.Namespace) -> dict[
         "cpu_us_per_delivery": round(1e6 * cpu_used / max(1, delivered), 1),
         "kib_per_idle_subscriber": round((rss_idle - rss_before) / 1024 / count, 1),
         "connect_seconds": round(connect_seconds, 1),
+        # Server CPU while the subscriptions were being established, per subscription.
+        "connect_cpu_ms_per_subscriber": round(1000 * connect_cpu / max(1, connected), 3),
     }
 
 
@@ -323,6 +328,7 @@ def summary(results: list[dict[str, Any]]) -> str:
         ("cpu_us_per_delivery", "CPU µs/delivery"),
         ("kib_per_idle_subscriber", "KiB/idle sub"),
         ("connect_seconds", "connect s"),
+        ("connect_cpu_ms_per_subscriber", "connect CPU ms/sub"),
     ]
     lines = [
         "| subscribers | server | runs | " + " | ".join(t for _, t in keys) + " |",
