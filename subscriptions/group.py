@@ -221,8 +221,8 @@ class ChannelGroup:
                     rows = self.log.recent(member.sent, upto)
                     if rows is None:
                         rows = await self.log.read(member.sent)
-                    if not rows:
-                        break
+                    if not rows or rows[-1].seq <= member.sent:
+                        break  # nothing newer in the log yet: the group brings the rest
                     for event in rows:
                         if member.closed:
                             return
