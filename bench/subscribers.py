@@ -29,6 +29,9 @@ their discussion: bench/RESULTS.md. The clients are a minimal WebSocket implemen
 protocols, timestamping each frame as it is read from the socket, so that client-side
 overhead inflates the latencies as little as Python allows.
 
+`bench/compare.py` drives the same client (`client --peer`) against the Node peer and
+Concord in one run, alternating; its results are at the top of bench/RESULTS.md.
+
 The script runs itself in three roles: the driver (default), `serve` (the Concord
 process) and `client` (a process of subscribers); they talk over stdin/stdout lines.
 """
@@ -64,6 +67,7 @@ PROTOCOL = "graphql-transport-ws"
 EVENTS = """subscription($w: ID!, $a: String) { workspaceEvents(workspaceId: $w, after: $a) {
   seq cursor type entityType entityId version occurredAt actor { id displayName }
   changes { field oldValue newValue } } }"""
+PEER_EVENTS = "subscription($w: ID!){ workspaceEvents(workspaceId:$w){ seq entityId type ts } }"
 CREATE_CARD = """mutation($i: CreateCardInput!) { createCard(input: $i) { __typename } }"""
 
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
@@ -107,18 +111,28 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 class Subscriber(asyncio.Protocol):
     """One WebSocket connection with one `workspaceEvents` subscription."""
 
-    def __init__(self, host: str, port: int, token: str, workspace: str, after: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        workspace: str,
+        after: str,
+        peer: bool = False,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.host, self.port = host, port
         self.init = json.dumps(
             {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
         ).encode()
+        # The Node peer's schema (bench/peers/node-subs/server.js): its own selection,
+        # and `ts` (publish time, epoch ms) instead of `occurredAt`.
+        self.peer = peer
+        query, variables = (EVENTS, {"w": workspace, "a": after})
+        if peer:
+            query, variables = PEER_EVENTS, {"w": workspace}
         self.request = json.dumps(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": EVENTS, "variables": {"w": workspace, "a": after}},
-            }
+            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
         ).encode()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
@@ -199,7 +213,10 @@ class Subscriber(asyncio.Protocol):
                 self.errors.append(error.get("extensions", {}).get("code", error.get("message")))
             event = (body.get("data") or {}).get("workspaceEvents")
             if event is not None:
-                occurred = datetime.fromisoformat(event["occurredAt"]).timestamp()
+                if self.peer:
+                    occurred = event["ts"] / 1000
+                else:
+                    occurred = datetime.fromisoformat(event["occurredAt"]).timestamp()
                 self.received.append((event["seq"], now - occurred))
                 if not self.first_event.done():
                     self.first_event.set_result(event["seq"])
@@ -242,6 +259,7 @@ async def open_subscribers(
     concurrency: int,
     *,
     burst: bool = False,
+    peer: bool = False,
 ) -> tuple[list[Subscriber], int]:
     """`count` subscriptions, at most `concurrency` starting at a time; (live, failed).
 
@@ -255,7 +273,7 @@ async def open_subscribers(
 
     async def one() -> Subscriber:
         async with gate:
-            subscriber = Subscriber(host, int(port), token, workspace, after)
+            subscriber = Subscriber(host, int(port), token, workspace, after, peer)
             await loop.create_connection(lambda: subscriber, host, int(port))
             await asyncio.wait_for(subscriber.subscribed, 60)
             if not burst:
@@ -278,6 +296,7 @@ async def client_main(args: argparse.Namespace) -> None:
         args.count,
         args.concurrency,
         burst=args.burst,
+        peer=args.peer,
     )
     emit({"event": "subscribed", "count": len(subscribers), "failed": failed})
     firsts = await asyncio.gather(
@@ -306,6 +325,8 @@ async def client_main(args: argparse.Namespace) -> None:
         seen: set[int] = set()
         previous = 0
         for seq, latency in s.received:
+            if seq == 0:
+                continue  # the peer's readiness probes (all seq 0), not events
             if seq <= previous:
                 out_of_order += seq not in seen
             previous = max(previous, seq)
@@ -346,6 +367,7 @@ def serve_main(args: argparse.Namespace) -> None:
     from server.graphql_app import ConcordGraphQL
     from server.logging import configure_logging
     from server.settings import load_settings
+    from server.ws_protocol import uvicorn_ws_options
 
     raise_fd_limit()
     idle_poll = os.environ.get(IDLE_POLL_ENV)
@@ -370,8 +392,8 @@ def serve_main(args: argparse.Namespace) -> None:
             host="127.0.0.1",
             port=args.port,
             log_config=None,
-            ws="websockets-sansio",
             backlog=4096,
+            **uvicorn_ws_options(settings.ws_compression),
         )
 
     # The driver brackets the publishing phase with SIGUSR1 and SIGUSR2. In between the
@@ -746,6 +768,7 @@ class Driver:
             "first_ms": percentile(firsts, 50),
             "last_ms": percentile(lasts, 50),
             "mutation_p50_ms": percentile(sorted(mutation_ms), 50),
+            "mutation_p99_ms": percentile(sorted(mutation_ms), 99),
             "publish_seconds": round(wall, 1),
             "server_cpu_pct": round(100 * cpu_used / wall, 1),
             "idle_cpu_pct": round(100 * idle_cpu / args.idle, 1),
@@ -789,6 +812,7 @@ def report(results: list[dict[str, Any]]) -> str:
         ("first_ms", "first sub ms"),
         ("last_ms", "last sub ms"),
         ("mutation_p50_ms", "mutation ms"),
+        ("mutation_p99_ms", "mutation p99 ms"),
         ("publish_seconds", "publish s"),
         ("server_cpu_pct", "server CPU %"),
         ("idle_cpu_pct", "idle CPU %"),
@@ -835,6 +859,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     client.add_argument("--count", type=int, required=True)
     client.add_argument("--concurrency", type=int, default=100)
     client.add_argument("--burst", action="store_true")
+    client.add_argument("--peer", action="store_true", help="the Node peer's schema")
     parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--rate", type=float, default=1.0, help="events per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of publishing")

@@ -76,6 +76,12 @@ async def membership(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def member_ids(session: AsyncSession, workspace_id: uuid.UUID) -> set[uuid.UUID]:
+    """Every member's user id (a live fan-out group's starting view of who may follow)."""
+    stmt = select(Membership.user_id).where(Membership.workspace_id == workspace_id)
+    return set((await session.execute(stmt)).scalars().all())
+
+
 async def memberships_of_user(
     session: AsyncSession, user_id: uuid.UUID, workspace_ids: Sequence[uuid.UUID]
 ) -> Sequence[Membership]:

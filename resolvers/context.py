@@ -41,7 +41,8 @@ class Context:
 
     services: Services
     viewer: Viewer | None
-    loaders: Loaders
+    # Built on first use: a WebSocket whose subscriptions are fanned out never needs them.
+    _loaders: Loaders | None
     request: Any = None
     response: Any = None
     # The graphql-transport-ws connection_init payload (set by Strawberry on WebSockets).
@@ -70,8 +71,23 @@ class Context:
         reader: Sessions | None = None,
     ) -> Context:
         reads = reader or services.db.reader
-        loaders = Loaders(reads, viewer.user_id if viewer else None)
-        return cls(services, viewer, loaders, request, response, reader=reads)
+        return cls(services, viewer, None, request, response, reader=reads)
+
+    @property
+    def loaders(self) -> Loaders:
+        """This request's DataLoaders (for this caller)."""
+        if self._loaders is None:
+            reads = self.reader or self.services.db.reader
+            self._loaders = Loaders(reads, self.viewer.user_id if self.viewer else None)
+        return self._loaders
+
+    @loaders.setter
+    def loaders(self, loaders: Loaders) -> None:
+        self._loaders = loaders
+
+    def reset_loaders(self) -> None:
+        """Forget the loaders (e.g. the caller changed); new ones are built when needed."""
+        self._loaders = None
 
     def reads(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A session for this request's reads."""

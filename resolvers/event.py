@@ -43,7 +43,13 @@ async def require_kept(
     last = await event_store.last_seq(session, workspace_id)
     if start >= last:
         return
-    oldest = await event_store.first_seq(session, workspace_id)
+    check_kept(start, last, await event_store.first_seq(session, workspace_id), instead)
+
+
+def check_kept(start: int, last: int, oldest: int | None, instead: str) -> None:
+    """CursorExpired unless every event after `start` up to `last` is still in the log."""
+    if start == 0 or start >= last:
+        return
     if oldest is None or oldest > start + 1:
         raise CursorExpired(
             "This cursor is older than the events the server keeps: reload the workspace "

@@ -27,11 +27,10 @@ from datetime import datetime
 from typing import Any
 
 from models import event as event_store
-from models import workspace as workspace_repo
 from resolvers import validation
 from resolvers.context import Context, Services
 from resolvers.errors import DomainError, InvalidInput, NotFoundError
-from resolvers.event import after_seq, event_cursor, require_kept
+from resolvers.event import after_seq, check_kept, event_cursor
 from resolvers.loaders import Loaders
 from resolvers.unit_of_work import workspace_channel
 from subscriptions.broker import SubscriberOverflow
@@ -139,6 +138,16 @@ class SharedEvents:
             self._events.popitem(last=False)
         return event
 
+    def recent(self, workspace_id: uuid.UUID, after: int, upto: int) -> list[SharedEvent] | None:
+        """Events after `after` up to `upto` of the workspace, if all are still kept here."""
+        events = []
+        for seq in range(after + 1, upto + 1):
+            event = self._events.get((workspace_id, seq))
+            if event is None:
+                return None
+            events.append(event)
+        return events
+
     @contextlib.contextmanager
     def watching(self, workspace_id: uuid.UUID, seen: int) -> Iterator[None]:
         """Keep the workspace's log watched while the block runs (one task per workspace)."""
@@ -202,16 +211,16 @@ async def _start(
 ) -> int:
     """The seq after which to deliver; raises when the caller may not or cannot resume."""
     async with ctx.services.db.primary_reader() as session:
-        if await workspace_repo.membership(session, workspace_id, user_id) is None:
-            raise NotFoundError("Workspace not found.")
-        last = await event_store.last_seq(session, workspace_id)
-        if after is None:
-            return last
-        start = after_seq(after)
-        if start > last:
-            raise InvalidInput("after", "This cursor is ahead of the workspace's event log.")
-        await require_kept(session, workspace_id, start, "subscribe again without `after`")
-        return start
+        member, last, oldest = await event_store.subscription_start(session, workspace_id, user_id)
+    if not member:
+        raise NotFoundError("Workspace not found.")
+    if after is None:
+        return last
+    start = after_seq(after)
+    if start > last:
+        raise InvalidInput("after", "This cursor is ahead of the workspace's event log.")
+    check_kept(start, last, oldest, "subscribe again without `after`")
+    return start
 
 
 async def workspace_events(

@@ -36,6 +36,8 @@ from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
 from server.settings import Settings, load_settings
+from server.ws_fanout import FanoutTransportWSHandler
+from server.ws_protocol import WebSocketLane
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
 
@@ -155,6 +157,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         max_subscriptions_per_connection=settings.ws_max_operations,
         **({"graphql_ide": None} if settings.production else {}),
     )
+    if settings.ws_fanout:
+        graphql.graphql_transport_ws_handler_class = FanoutTransportWSHandler
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -242,6 +246,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 backend=BearerTokenBackend(tokens, known_users),
                 on_error=unauthenticated_response,
             ),
+            # Keep last: the middleware above still sees every socket.
+            Middleware(WebSocketLane, endpoint=graphql, path="/graphql"),
         ],
         lifespan=lifespan,
     )

@@ -8,6 +8,18 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+
+def worker_app() -> Any:
+    """The app of one `--workers` process (uvicorn imports it by name in each worker)."""
+    from server.app import create_app
+    from server.logging import configure_logging
+    from server.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def _schema_behind(url: str) -> str | None:
@@ -41,24 +53,40 @@ def _serve(args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.logging import configure_logging
     from server.settings import load_settings
+    from server.ws_protocol import uvicorn_ws_options
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    if args.workers < 1:
+        print("concord: --workers must be at least 1", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.workers > 1 and not settings.redis_url:
+        print(  # noqa: T201
+            "concord: --workers needs REDIS_URL: without it each process has its own "
+            "in-process broker, and a mutation would reach only its own process's subscribers",
+            file=sys.stderr,
+        )
+        return 2
     behind = _schema_behind(settings.write_url) if not settings.embedded else None
     if behind is not None:
         print(f"concord: not serving: {behind}", file=sys.stderr)  # noqa: T201
         return 1
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        ws="websockets-sansio",
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "proxy_headers": True,
         # The WebSocket library refuses a larger message (1009) before buffering it whole;
         # the app checks again for any other ASGI server (server/websocket.py).
-        ws_max_size=settings.max_body_bytes,
-        proxy_headers=True,
-    )
+        "ws_max_size": settings.max_body_bytes,
+        **uvicorn_ws_options(settings.ws_compression),
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        # N processes accept on the one listening socket; each has its own app, database
+        # pool and Redis pub/sub connection.
+        uvicorn.run("server.cli:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -202,6 +230,12 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API (GraphiQL at /graphql)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (more than 1 needs REDIS_URL)",
+    )
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
     migrate.add_argument("--revision", default="head")

@@ -272,6 +272,7 @@ class ConcordGraphQL(EventStreams):
             raise ConnectionRejectionError({"reason": "unknown user"})
         context.viewer = viewer
         context.per_connection = True
+        context.reset_loaders()
         websocket: WebSocket = context.request
         delay = (viewer.expires_at - datetime.now(UTC)).total_seconds()
         timer = asyncio.get_running_loop().call_later(

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
 
     ws_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
     subscriber_queue_size: int = Field(default=1000, ge=1)
+    # Per-message deflate on WebSockets: off, so that one encoded frame serves every socket.
+    ws_compression: bool = False
+    # workspaceEvents over graphql-transport-ws through the per-workspace fan-out groups.
+    ws_fanout: bool = True
 
     # Reads: the compiled path for the contract's queries, and the response cache.
     compiled_reads: bool = True

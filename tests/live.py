@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.app import create_app
 from server.settings import Settings
+from server.ws_protocol import uvicorn_ws_options
 from tests.api import Api
 from tests.services import free_port
 
@@ -33,7 +34,12 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
     port = free_port()
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio", lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        **uvicorn_ws_options(settings.ws_compression),  # as `concord serve` runs it
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

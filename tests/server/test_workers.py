@@ -1,0 +1,135 @@
+"""`concord serve --workers N`: N processes on one port, each with its one Redis connection.
+
+The served processes are real (`concord serve` from the console script) on a free
+port, with a redis-server of this test's own; both are stopped by their process ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+
+from subscriptions.redis import PUBSUB_CLIENT_NAME
+from tests.api import Api
+from tests.live import PROTOCOL
+from tests.services import free_port
+from tests.subscriptions.helpers import RedisProcess
+
+CONCORD = Path(sys.executable).with_name("concord")
+QUERY = """subscription($w: ID!, $a: String) {
+  workspaceEvents(workspaceId: $w, after: $a) { seq type } }"""
+LAST_CURSOR = """query($w: ID!) { events(workspaceId: $w, first: 100) { edges { cursor } } }"""
+
+
+def test_more_than_one_worker_needs_redis(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["CONCORD_DATA_DIR"] = str(tmp_path)
+    result = asyncio.run(_run_to_end([str(CONCORD), "serve", "--workers", "2"], env))
+    assert result[0] == 2
+    assert "REDIS_URL" in result[1]
+
+
+async def _run_to_end(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode or 0, err.decode()
+
+
+@asynccontextmanager
+async def _served(env: dict[str, str], port: int) -> AsyncIterator[None]:
+    process = await asyncio.create_subprocess_exec(
+        str(CONCORD), "serve", "--port", str(port), "--workers", "2", env=env
+    )
+    tree: list[psutil.Process] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async with asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+        tree = psutil.Process(process.pid).children(recursive=True)
+        yield
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        for child in tree:  # by pid, in case a worker outlived its parent
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+
+async def test_two_workers_share_the_port_and_both_deliver(tmp_path: Path) -> None:
+    redis = RedisProcess(free_port(), tmp_path)
+    await redis.start()
+    try:
+        env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "REDIS_URL": redis.url}
+        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}"
+        env["JWT_SECRET"] = "test-secret-that-is-long-enough-for-hs256-0123456789"
+        code, err = await _run_to_end([str(CONCORD), "migrate"], env)
+        assert code == 0, err
+        port = free_port()
+        async with (
+            _served(env, port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+        ):
+            api = Api(http, None)
+            alice = await api.register()
+            ws = await api.workspace(alice)
+            board = await api.board(alice, ws["id"])
+            edges = (await api.ok(LAST_CURSOR, {"w": ws["id"]}, alice.token))["events"]["edges"]
+
+            async def subscriber() -> int:
+                url = f"ws://127.0.0.1:{port}/graphql"
+                async with connect(url, subprotocols=[PROTOCOL]) as s:  # type: ignore[list-item]
+                    init = {"authorization": f"Bearer {alice.token}"}
+                    await s.send(json.dumps({"type": "connection_init", "payload": init}))
+                    assert json.loads(await s.recv())["type"] == "connection_ack"
+                    variables = {"w": ws["id"], "a": edges[-1]["cursor"]}
+                    payload = {"query": QUERY, "variables": variables}
+                    await s.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+                    await ready.wait()
+                    message = json.loads(await asyncio.wait_for(s.recv(), 10))
+                    seq: int = message["payload"]["data"]["workspaceEvents"]["seq"]
+                    return seq
+
+            ready = asyncio.Event()
+            tasks = [asyncio.create_task(subscriber()) for _ in range(40)]
+            client = Redis.from_url(redis.url)
+            try:
+                # Each worker has one pub/sub connection; both have subscribers here.
+                async with asyncio.timeout(15):
+                    while True:
+                        clients = await client.client_list()
+                        pubsub = [c for c in clients if c["name"] == PUBSUB_CLIENT_NAME]
+                        if len(pubsub) == 2 and all(c["sub"] == "1" for c in pubsub):
+                            break
+                        await asyncio.sleep(0.1)
+            finally:
+                await client.aclose()
+            ready.set()
+            await api.card(alice, board["id"], "to every worker")
+            seqs = await asyncio.gather(*tasks)
+    finally:
+        await redis.stop()
+    assert len(set(seqs)) == 1, seqs
+    assert len(pubsub) == 2
