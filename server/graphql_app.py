@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -28,6 +27,7 @@ from resolvers.context import Context, Services
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from schema.compiled import CompiledReads
 from server.compiled_http import CompiledAnswers
+from server.encoding import dumps
 from server.graphiql import graphiql_html, security_headers
 from server.negotiation import (
     GRAPHQL_RESPONSE,
@@ -298,9 +298,4 @@ class ConcordGraphQL(EventStreams):
         return HTMLResponse(html, headers=security_headers(html, request.url))
 
     def encode_json(self, data: object) -> str:
-        # orjson is several times faster than json for the large answers of nested reads;
-        # json only for what orjson refuses (integers beyond 64 bits in a JSON value).
-        try:
-            return orjson.dumps(data).decode()
-        except TypeError:
-            return json.dumps(data, separators=(",", ":"))
+        return dumps(data).decode()

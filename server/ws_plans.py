@@ -41,6 +41,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, vali
 
 from resolvers.live import SharedEvent
 from schema.event import Event
+from server.encoding import dumps
 
 log = logging.getLogger(__name__)
 
@@ -253,4 +254,4 @@ def encode_result(stream_hooks: list[Any], data: Any, errors: list[GraphQLError]
     payload: dict[str, Any] = {"data": result.data}
     if result.errors:
         payload["errors"] = [e.formatted for e in result.errors]
-    return json.dumps(payload, separators=(",", ":")).encode()
+    return dumps(payload)

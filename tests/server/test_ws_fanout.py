@@ -188,8 +188,8 @@ async def test_500_subscribers_get_their_selection_byte_equal_to_the_general_pat
 # --- slow consumers ----------------------------------------------------------------
 
 QUEUE_SIZE = 8
-BIG = "\U0001f600" * DESCRIPTION_MAX  # ~240 KB of JSON escapes per frame
-FRAME_BYTES = 12 * DESCRIPTION_MAX
+BIG = "\U0001f600" * DESCRIPTION_MAX  # ~80 KB of UTF-8 JSON per frame (4 bytes each)
+FRAME_BYTES = 4 * DESCRIPTION_MAX
 BIG_SELECTION = """subscription($w: ID!, $a: String) {
   workspaceEvents(workspaceId: $w, after: $a) { seq cursor changes { newValue } } }"""
 SMALL_SELECTION = """subscription($w: ID!, $a: String) {
