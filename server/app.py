@@ -12,6 +12,7 @@ from datetime import timedelta
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -25,6 +26,7 @@ from models.database import Database
 from models.migrate import SchemaBehind, require_current_schema, upgrade
 from models.user import users_by_ids
 from resolvers.context import Services
+from resolvers.reads import SEEN_HEADER
 from schema import build_schema
 from schema.errors import ErrorCodes
 from server.demo import demo_routes
@@ -44,6 +46,8 @@ from subscriptions.presence import presence_from_url
 log = logging.getLogger(__name__)
 
 GC_YOUNG_THRESHOLD = 10_000
+# What a browser page on an allowed origin may send (CORS_ORIGINS).
+CORS_REQUEST_HEADERS = ["authorization", "content-type", "accept", "last-event-id", SEEN_HEADER]
 
 
 # RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits).
@@ -234,6 +238,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *demo_routes(settings),
         ],
         middleware=[
+            *(
+                [
+                    Middleware(
+                        CORSMiddleware,
+                        allow_origins=settings.cors_origin_list,
+                        allow_methods=["GET", "POST"],
+                        allow_headers=CORS_REQUEST_HEADERS,
+                        expose_headers=[SEEN_HEADER],
+                        max_age=600,
+                    )
+                ]
+                if settings.cors_origin_list
+                else []
+            ),
             Middleware(MetricsMiddleware),
             *(
                 [Middleware(MetricsGate, token=settings.metrics_token, endpoint=metrics)]

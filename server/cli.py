@@ -67,6 +67,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        print(  # noqa: T201
+            "concord: --ssl-certfile and --ssl-keyfile go together (the certificate chain "
+            "and its private key, PEM)",
+            file=sys.stderr,
+        )
+        return 2
     behind = _schema_behind(settings.write_url) if not settings.embedded else None
     if behind is not None:
         print(f"concord: not serving: {behind}", file=sys.stderr)  # noqa: T201
@@ -81,6 +88,10 @@ def _serve(args: argparse.Namespace) -> int:
         "ws_max_size": settings.max_body_bytes,
         **uvicorn_ws_options(settings.ws_compression),
     }
+    if args.ssl_certfile is not None:
+        # HTTPS and wss:// served by Concord itself (behind a TLS-terminating load balancer
+        # this is not needed).
+        options.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
     else:
@@ -236,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the port (more than 1 needs REDIS_URL)",
     )
+    serve.add_argument("--ssl-certfile", help="serve HTTPS/wss: the certificate chain (PEM)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
     migrate.add_argument("--revision", default="head")

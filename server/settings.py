@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Freeze the start-up heap out of the garbage collector's sight (see server/app.py).
     gc_freeze: bool = True
 
+    # Comma-separated origins (https://app.example.com) whose pages may call the API;
+    # unset: no cross-origin access (same-origin pages such as GraphiQL need none).
+    cors_origins: str | None = None
+
     log_level: str = "INFO"
     debug: bool = False
 
@@ -107,6 +111,11 @@ class Settings(BaseSettings):
     @property
     def read_url(self) -> str:
         return self.database_read_url or self.write_url
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The browser origins allowed to call the API from other sites (CORS_ORIGINS)."""
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @property
     def production(self) -> bool:
