@@ -78,6 +78,9 @@ async def _served(env: dict[str, str], port: int) -> AsyncIterator[None]:
                 child.kill()
 
 
+MAX_SUBSCRIBERS = 200
+
+
 async def test_two_workers_share_the_port_and_both_deliver(tmp_path: Path) -> None:
     redis = RedisProcess(free_port(), tmp_path)
     await redis.start()
@@ -113,17 +116,21 @@ async def test_two_workers_share_the_port_and_both_deliver(tmp_path: Path) -> No
                     return seq
 
             ready = asyncio.Event()
-            tasks = [asyncio.create_task(subscriber()) for _ in range(40)]
+            tasks: list[asyncio.Task[int]] = []
             client = Redis.from_url(redis.url)
             try:
-                # Each worker has one pub/sub connection; both have subscribers here.
-                async with asyncio.timeout(15):
+                # Each worker has one pub/sub connection; both have subscribers here. Which
+                # process accepts a connection is the kernel's choice (and the second one
+                # may still be starting), so subscribers arrive in waves until both have some.
+                async with asyncio.timeout(30):
                     while True:
+                        if len(tasks) < MAX_SUBSCRIBERS:
+                            tasks += [asyncio.create_task(subscriber()) for _ in range(20)]
+                        await asyncio.sleep(0.5)
                         clients = await client.client_list()
                         pubsub = [c for c in clients if c["name"] == PUBSUB_CLIENT_NAME]
                         if len(pubsub) == 2 and all(c["sub"] == "1" for c in pubsub):
                             break
-                        await asyncio.sleep(0.1)
             finally:
                 await client.aclose()
             ready.set()
