@@ -65,18 +65,13 @@ class CompiledAnswers:
         prepared = self._prepare(query, operation_name, variables)
         if prepared is None:
             return None
-        return await self._answer(context, query, operation_name, variables, *prepared)
-
-    async def _answer(
-        self,
-        context: Context,
-        query: str,
-        operation_name: str | None,
-        variables: object,
-        plan: Selection,
-        coerced: VariableValues,
-    ) -> Any:
-        key = await self._cache_key(context, query, operation_name, variables, plan, coerced)
+        plan, coerced = prepared
+        key = None
+        root = confined_root(plan, coerced)
+        if self.cache is not None and root is not None:
+            scope = await self.scopes.scope(context, *root)
+            if scope is not None:
+                key = self.cache.key(query, operation_name, variables, scope)
         if key is not None and self.cache is not None:
             hit = await self.cache.get(key)
             if hit is not None:
@@ -115,31 +110,9 @@ class CompiledAnswers:
             or not isinstance(variables, dict | None)
         ):
             return None
-        prepared = self._prepare(query, operation_name, variables)
-        if prepared is None:
-            return None
-        context = await context_of(request)
-        data = await self._answer(context, query, operation_name, variables, *prepared)
+        if not self.compiled.knows(query, operation_name):
+            return None  # no context built for what the view answers anyway
+        data = await self.answer(await context_of(request), query, operation_name, variables)
         if data is None:
             return None
         return Response(encode({"data": data}), status_code=200, media_type=media_type)
-
-    async def _cache_key(
-        self,
-        context: Context,
-        query: str,
-        operation_name: str | None,
-        variables: object,
-        plan: Selection,
-        coerced: VariableValues,
-    ) -> str | None:
-        """The response-cache key of a read confined to one workspace, else None."""
-        if self.cache is None:
-            return None
-        root = confined_root(plan, coerced)
-        if root is None:
-            return None
-        scope = await self.scopes.scope(context, *root)
-        if scope is None:
-            return None
-        return self.cache.key(query, operation_name, variables, scope)

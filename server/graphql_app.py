@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,26 +159,26 @@ class ConcordGraphQL(EventStreams):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        """Every HTTP operation, stopped when it outlives REQUEST_TIMEOUT_SECONDS."""
-        result = await request_deadline(
-            self.request_timeout,
-            self._execute_single(
+        """Every HTTP operation, stopped when it outlives REQUEST_TIMEOUT_SECONDS; queries
+        the general path has accepted before run on the compiled read path."""
+
+        def general() -> Awaitable[ExecutionResult]:
+            return super(ConcordGraphQL, self).execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data
-            ),
+            )
+
+        result = await request_deadline(
+            self.request_timeout, self._execute(context, request_data, general)
         )
         too_many(result, sub_response)
         return result
 
-    async def _execute_single(
+    async def _execute(
         self,
-        request: Request,
-        request_adapter: Any,
-        sub_response: Response,
         context: Context,
-        root_value: None,
         request_data: GraphQLRequestData,
+        general: Callable[[], Awaitable[ExecutionResult]],
     ) -> ExecutionResult:
-        """Queries the general path has accepted before run on the compiled read path."""
         compiled = self.compiled
         query = request_data.query
         operation_name = request_data.operation_name
@@ -188,15 +188,11 @@ class ConcordGraphQL(EventStreams):
             or not isinstance(operation_name, str | None)
             or request_data.protocol != "http"
         ):
-            return await super().execute_single(
-                request, request_adapter, sub_response, context, root_value, request_data
-            )
+            return await general()
         data = await compiled.answer(context, query, operation_name, request_data.variables)
         if data is not None:
             return ExecutionResult(data=data, errors=None)
-        result = await super().execute_single(
-            request, request_adapter, sub_response, context, root_value, request_data
-        )
+        result = await general()
         compiled.learn(query, operation_name, result.data is not None)
         return result
 

@@ -129,6 +129,10 @@ class CompiledReads:
         if len(self._documents) > self.max_documents:
             self._documents.popitem(last=False)
 
+    def knows(self, query: str, operation_name: str | None) -> bool:
+        """Whether the document was planned (`prepare` may still decline its variables)."""
+        return self._documents.get((query, operation_name)) is not None
+
     def prepare(
         self, query: str, operation_name: str | None, variables: object
     ) -> tuple[Selection, VariableValues] | None:
