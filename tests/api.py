@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from models.database import make_engine
+from models.migrate import upgrade
 from models.tables import Base
 from server.app import create_app
 from server.settings import Settings
@@ -145,6 +146,15 @@ def unknown_version(current: str) -> str:
     if len(current) == 16:
         return f"{(int(current, 16) + 999_999) % 2**64:016x}"
     return str(int(current) + 999_999)
+
+
+async def migrate(url: str) -> None:
+    """Bring the database at `url` to the current schema revision."""
+    engine = make_engine(url, pool=False)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def empty_tables(url: str) -> None:

@@ -12,25 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from models.database import make_engine
-from models.migrate import upgrade
-from tests.api import running_app, settings_for
+from tests.api import migrate, running_app, settings_for
 from tests.services import scratch_postgres_database
-
-
-async def _migrate(url: str) -> None:
-    engine = make_engine(url, pool=False)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
 def primary_and_replica() -> Iterator[tuple[str, str]]:
     with scratch_postgres_database() as primary, scratch_postgres_database() as replica:
-        asyncio.run(_migrate(primary))
-        asyncio.run(_migrate(replica))
+        asyncio.run(migrate(primary))
+        asyncio.run(migrate(replica))
         yield primary, replica
 
 

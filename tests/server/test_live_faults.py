@@ -21,11 +21,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from auth.tokens import decode_access_token, issue_access_token
-from models.database import make_engine
-from models.migrate import upgrade
 from resolvers.live import DEGRADED_POLL_SECONDS, IDLE_POLL_SECONDS
 from resolvers.validation import DESCRIPTION_MAX
-from tests.api import Api, Person, settings_for
+from tests.api import Api, Person, migrate, settings_for
 from tests.live import EVENTS, PROTOCOL, LiveServer, Socket, live_server, socket
 from tests.services import free_port, scratch_postgres_database
 from tests.subscriptions.helpers import RedisProcess
@@ -39,19 +37,11 @@ LAST_CURSOR = """query($w: ID!) { events(workspaceId: $w, first: 100) {
   edges { cursor } pageInfo { hasNextPage } } }"""
 
 
-async def _migrate(url: str) -> None:
-    engine = make_engine(url, pool=False)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     """A scratch PostgreSQL database for this module, migrated."""
     with scratch_postgres_database() as url:
-        asyncio.run(_migrate(url))
+        asyncio.run(migrate(url))
         yield url
 
 

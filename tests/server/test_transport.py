@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.api import running_app, settings_for
+from tests.api import migrate, running_app, settings_for
 from tests.services import free_port
 
 
@@ -106,9 +106,7 @@ def test_a_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
 
 async def test_only_allowed_origins_get_cors_headers(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}"
-    from tests.conftest import _migrate
-
-    await _migrate(url)
+    await migrate(url)
     settings = settings_for(url, tmp_path, cors_origins="https://app.example.com")
     preflight = {
         "access-control-request-method": "POST",

@@ -24,14 +24,12 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from models.database import make_engine
-from models.migrate import upgrade
 from resolvers import live
 from resolvers.live_feed import group_hub
 from resolvers.validation import DESCRIPTION_MAX
 from server.app import create_app
 from server.gc_tuning import collector
-from tests.api import Api, Person, empty_tables, settings_for
+from tests.api import Api, Person, empty_tables, migrate, settings_for
 from tests.live import PROTOCOL, LiveServer, live_server
 from tests.services import free_port
 
@@ -54,18 +52,10 @@ SUBSCRIBERS = 500
 LAST_CURSOR = """query($w: ID!) { events(workspaceId: $w, first: 100) { edges { cursor } } }"""
 
 
-async def _migrate(url: str) -> None:
-    engine = make_engine(url, pool=False)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('fanout') / 'concord.db'}"
-    asyncio.run(_migrate(url))
+    asyncio.run(migrate(url))
     return url
 
 
