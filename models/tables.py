@@ -144,3 +144,27 @@ class Event(Base):
     # [{"field": ..., "old": ..., "new": ...}] with GraphQL field names.
     changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A mutation request's Idempotency-Key, its request's hash and, once known, its answer.
+
+    Unique per (user, key): the first of two requests with one key to insert the row wins,
+    the other waits for (then replays) the winner's stored answer. A row without a status
+    is a request whose mutation committed and whose answer is still being written.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 (hex) of the request's document, variables and operation name.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[str | None] = mapped_column(LONG_TEXT, nullable=True)
+    # The response headers a replay repeats (content type, the seen-position header).
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -14,6 +14,7 @@ from auth.rate_limit import AuthRateLimiter
 from auth.tokens import TokenConfig
 from models.database import Database
 from resolvers.errors import Unauthenticated
+from resolvers.idempotency import IDEMPOTENCY_STATE, IdempotencyClaim
 from resolvers.loaders import Loaders, Sessions, borrowed
 from subscriptions.broker import Broker
 from subscriptions.presence import PresenceStore
@@ -98,6 +99,17 @@ class Context:
         return Context.create(
             self.services, self.viewer, self.request, self.response, borrowed(session)
         )
+
+    @property
+    def idempotency(self) -> IdempotencyClaim | None:
+        """The request's Idempotency-Key claim (HTTP mutations that sent one), or None.
+
+        Kept in the request's scope rather than here, so that every context derived for
+        the request (fresh loaders, a shared session) sees the same claim.
+        """
+        state = getattr(self.request, "scope", {}).get("state") or {}
+        claim = state.get(IDEMPOTENCY_STATE)
+        return claim if isinstance(claim, IdempotencyClaim) else None
 
     def client_ip(self) -> str:
         """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""

@@ -100,3 +100,15 @@ class CursorExpired(DomainError):
     """The cursor points before the oldest event the server still keeps (pruned)."""
 
     code = "CURSOR_EXPIRED"
+
+
+class IdempotencyKeyTaken(DomainError):
+    """Another request with this Idempotency-Key committed first: this one applies nothing.
+
+    Never seen by clients: the HTTP layer answers with the other request's stored response.
+    """
+
+    code = "IDEMPOTENCY_KEY_IN_PROGRESS"
+
+    def __init__(self) -> None:
+        super().__init__("Another request with this Idempotency-Key is being answered.")

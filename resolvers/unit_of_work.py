@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import event as event_store
+from models import idempotency as idempotency_store
 from models.tables import Event
 from models.transaction import run_in_transaction
 from resolvers.context import Context
+from resolvers.errors import IdempotencyKeyTaken
 from resolvers.reads import SEEN_HEADER, format_seen
 
 T = TypeVar("T")
@@ -84,16 +86,39 @@ class Recorder:
 
 
 async def write(ctx: Context, work: Callable[[AsyncSession, Recorder], Awaitable[T]]) -> T:
-    """Run `work` in one (retried when transient) transaction, then publish its events."""
+    """Run `work` in one (retried when transient) transaction, then publish its events.
+
+    With an Idempotency-Key not yet claimed, the key's row is inserted first in the same
+    transaction: it commits exactly when the change and its event do, and a concurrent
+    request with the key waits on it, then applies nothing (IdempotencyKeyTaken).
+    """
     actor = ctx.viewer.user_id if ctx.viewer else None
     recorders: list[Recorder] = []
+    idempotency = ctx.idempotency
+    if idempotency is not None and idempotency.lost:
+        raise IdempotencyKeyTaken()
+    claim = idempotency if idempotency is not None and idempotency.row_id is None else None
+    claimed: list[uuid.UUID] = []
 
     async def attempt(session: AsyncSession) -> T:
         recorder = Recorder(session, actor)
         recorders[:] = [recorder]
+        if claim is not None:
+            claimed[:] = [
+                await idempotency_store.claim(
+                    session, claim.user_id, claim.key, claim.request_hash, claim.ttl_seconds
+                )
+            ]
         return await work(session, recorder)
 
-    result = await run_in_transaction(ctx.services.db.writer, attempt)
+    try:
+        result = await run_in_transaction(ctx.services.db.writer, attempt)
+    except idempotency_store.KeyTaken:
+        assert claim is not None
+        claim.lost = True
+        raise IdempotencyKeyTaken() from None
+    if claim is not None:
+        claim.row_id = claimed[0]
     events = recorders[0].events
     if events:
         _remember_seen(ctx, events)

@@ -32,6 +32,8 @@ from schema.errors import ErrorCodes
 from server.demo import demo_routes
 from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
+from server.idempotency import HEADER as IDEMPOTENCY_HEADER
+from server.idempotency import REPLAYED_HEADER, IdempotentMutations
 from server.limits import BodySizeLimit
 from server.metrics import MetricsMiddleware, metrics
 from server.production import MetricsGate, refuse_unsafe
@@ -47,7 +49,14 @@ log = logging.getLogger(__name__)
 
 GC_YOUNG_THRESHOLD = 10_000
 # What a browser page on an allowed origin may send (CORS_ORIGINS).
-CORS_REQUEST_HEADERS = ["authorization", "content-type", "accept", "last-event-id", SEEN_HEADER]
+CORS_REQUEST_HEADERS = [
+    "authorization",
+    "content-type",
+    "accept",
+    "last-event-id",
+    SEEN_HEADER,
+    IDEMPOTENCY_HEADER,
+]
 
 
 # RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits).
@@ -156,6 +165,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         max_message_bytes=settings.max_body_bytes,
         limits=limits,
         request_timeout=settings.request_timeout_seconds,
+        idempotency=IdempotentMutations(
+            services.db,
+            ttl_seconds=settings.idempotency_key_ttl_seconds,
+            # A concurrent request with the key is done (or cancelled) within its timeout.
+            wait_seconds=settings.request_timeout_seconds + 5,
+            max_tokens=settings.max_tokens,
+        ),
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
         max_subscriptions_per_connection=settings.ws_max_operations,
@@ -245,7 +261,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         allow_origins=settings.cors_origin_list,
                         allow_methods=["GET", "POST"],
                         allow_headers=CORS_REQUEST_HEADERS,
-                        expose_headers=[SEEN_HEADER],
+                        expose_headers=[SEEN_HEADER, REPLAYED_HEADER],
                         max_age=600,
                     )
                 ]

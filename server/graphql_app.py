@@ -29,6 +29,7 @@ from schema.compiled import CompiledReads
 from server.compiled_http import CompiledAnswers
 from server.encoding import dumps
 from server.graphiql import graphiql_html, security_headers
+from server.idempotency import HEADER, IdempotentMutations
 from server.negotiation import (
     GRAPHQL_RESPONSE,
     JSON,
@@ -138,10 +139,12 @@ class ConcordGraphQL(EventStreams):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         limits: QueryLimits | None = None,
         request_timeout: float | None = None,
+        idempotency: IdempotentMutations | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
         self.services = services
+        self.idempotency = idempotency
         # The compiled path skips validation: its cost still depends on the variables.
         check = DocumentCheck(schema._schema, limits).check if limits else None
         self.compiled = (
@@ -206,6 +209,19 @@ class ConcordGraphQL(EventStreams):
                     timer.cancel()
             return
         request = Request(scope=scope, receive=receive)
+        if self.idempotency is not None and HEADER in request.headers:
+            # Before the compiled path, which answers only queries: a keyed mutation is
+            # answered from its stored result or run with its claim, never twice.
+            prepared = await self.idempotency.prepare(request)
+            if isinstance(prepared, Response):
+                await prepared(scope, receive, send)
+                return
+            if prepared is not None:
+                answer = await self._general(request)
+                await (await self.idempotency.finish(request, prepared, answer))(
+                    scope, receive, send
+                )
+                return
         if (
             self.compiled is not None
             and request.method == "POST"
@@ -223,14 +239,17 @@ class ConcordGraphQL(EventStreams):
             if compiled is not None:
                 await compiled(scope, receive, send)
                 return
+        await (await self._general(request))(scope, receive, send)
+
+    async def _general(self, request: Request) -> Response:
+        """The answer of Strawberry's view (the general path), negotiated."""
         try:
             await _require_json_object(request)
-            response = _negotiated(request, await self.run(request))
+            return _negotiated(request, await self.run(request))
         except HTTPException as exc:
             # Malformed JSON, a non-GraphQL body, a wrong method: a 4xx with a GraphQL
             # error body, never plain text and never a 500.
-            response = http_error_response(request, exc)
-        await response(scope, receive, send)
+            return http_error_response(request, exc)
 
     async def _context(self, request: Request) -> Context:
         return await self.get_context(request, Response())

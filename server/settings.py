@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     max_query_cost: int = Field(default=5000, ge=1)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     ws_max_operations: int = Field(default=100, ge=1)
+    # How long an Idempotency-Key (and the answer stored with it) is kept (server/idempotency).
+    idempotency_key_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     # `limits` syntax ("100/minute", "10 per 5 minutes"); shared through REDIS_URL if set.
     rate_limit_auth_per_ip: str = "100/minute"
     rate_limit_login_failures: str = "10 per 5 minutes"

@@ -39,6 +39,7 @@ from models import board, card, comment, user, workspace
 from models import event as event_store
 from models.base import Base
 from models.event import append_stmt, bump_seq_stmt, read_seq_stmt
+from models.idempotency import claim_stmt, expired_stmt
 from models.migrate import offline_sql
 from models.paging import page_per_parent_stmt
 from models.tables import Board, Card, Comment
@@ -190,6 +191,9 @@ WRITES: dict[str, Callable[[], ClauseElement]] = {
         actor_id=ID_3,
         changes=[{"field": "title", "old": "Draft", "new": "Ship it"}],
     ),
+    # An Idempotency-Key claimed in the mutation's transaction, and the expired ones deleted.
+    "idempotency_claim": lambda: claim_stmt(ID_1, ID_3, "retry-1", "ab" * 32, WHEN, 86400),
+    "idempotency_expired": lambda: expired_stmt(WHEN, ID_3),
 }
 
 
@@ -300,3 +304,12 @@ def test_page_per_parent_cuts_each_parent_at_limit_plus_one() -> None:
         "row_number() OVER (PARTITION BY cards.board_id ORDER BY cards.position, cards.id)" in sql
     )
     assert stmt.compile(dialect=mssql_dialect()).params["limit"] == 6
+
+
+@pytest.mark.parametrize("dialect", sorted(MIGRATION_URLS))
+def test_idempotency_keys_are_unique_per_user_on_every_database(dialect: str) -> None:
+    sql = offline_sql(MIGRATION_URLS[dialect])
+    block = sql.split("CREATE TABLE idempotency_keys (")[1].split(");")[0]
+    assert "UNIQUE (user_id, idempotency_key)" in block
+    assert "FOREIGN KEY(user_id) REFERENCES users (id)" in block
+    assert "CREATE INDEX ix_idempotency_keys_expires_at" in sql

@@ -167,6 +167,33 @@ INSERT INTO alembic_version (version_num) OUTPUT inserted.version_num VALUES ('0
 
 GO
 
+-- Running upgrade 0001 -> 0002_idempotency_keys
+
+CREATE TABLE idempotency_keys (
+    id UNIQUEIDENTIFIER NOT NULL,
+    user_id UNIQUEIDENTIFIER NOT NULL,
+    idempotency_key VARCHAR(255) NOT NULL,
+    request_hash VARCHAR(64) NOT NULL,
+    status_code INTEGER NULL,
+    response_body NVARCHAR(max) NULL,
+    response_headers NVARCHAR(max) NULL,
+    created_at DATETIME2(6) NOT NULL,
+    expires_at DATETIME2(6) NOT NULL,
+    CONSTRAINT pk_idempotency_keys PRIMARY KEY (id),
+    CONSTRAINT fk_idempotency_keys_user_id_users FOREIGN KEY(user_id) REFERENCES users (id),
+    CONSTRAINT uq_idempotency_keys_user_id_idempotency_key UNIQUE (user_id, idempotency_key)
+);
+
+GO
+
+CREATE INDEX ix_idempotency_keys_expires_at ON idempotency_keys (expires_at);
+
+GO
+
+UPDATE alembic_version SET version_num='0002_idempotency_keys' WHERE alembic_version.version_num = '0001';
+
+GO
+
 COMMIT;
 
 GO

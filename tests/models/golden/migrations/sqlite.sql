@@ -128,3 +128,24 @@ CREATE TABLE events (
 CREATE INDEX ix_events_entity_id_seq ON events (entity_id, seq);
 
 INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING version_num;
+
+-- Running upgrade 0001 -> 0002_idempotency_keys
+
+CREATE TABLE idempotency_keys (
+    id CHAR(32) NOT NULL,
+    user_id CHAR(32) NOT NULL,
+    idempotency_key VARCHAR(255) NOT NULL,
+    request_hash VARCHAR(64) NOT NULL,
+    status_code INTEGER,
+    response_body TEXT,
+    response_headers JSON,
+    created_at DATETIME NOT NULL,
+    expires_at DATETIME NOT NULL,
+    CONSTRAINT pk_idempotency_keys PRIMARY KEY (id),
+    CONSTRAINT fk_idempotency_keys_user_id_users FOREIGN KEY(user_id) REFERENCES users (id),
+    CONSTRAINT uq_idempotency_keys_user_id_idempotency_key UNIQUE (user_id, idempotency_key)
+);
+
+CREATE INDEX ix_idempotency_keys_expires_at ON idempotency_keys (expires_at);
+
+UPDATE alembic_version SET version_num='0002_idempotency_keys' WHERE alembic_version.version_num = '0001';
