@@ -1,5 +1,5 @@
-"""The `concord` command: serve, migrate, prune-events, export-schema, odbc-setup, create-user,
-seed-demo."""
+"""The `concord` command: serve, migrate, prune-events, prune-idempotency-keys, export-schema,
+odbc-setup, create-user, seed-demo."""
 
 from __future__ import annotations
 
@@ -140,6 +140,26 @@ def _prune_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune_idempotency_keys(args: argparse.Namespace) -> int:
+    from models.database import Database
+    from models.idempotency import delete_expired
+    from models.transaction import run_in_transaction
+    from server.settings import load_settings
+
+    settings = load_settings()
+
+    async def run() -> int:
+        db = Database(settings.write_url, lock_timeout=settings.database_lock_timeout_seconds)
+        try:
+            return await run_in_transaction(db.writer, lambda session: delete_expired(session))
+        finally:
+            await db.dispose()
+
+    deleted = asyncio.run(run())
+    print(f"deleted {deleted} expired idempotency keys")  # noqa: T201
+    return 0
+
+
 def _export_schema(args: argparse.Namespace) -> int:
     from schema import build_schema
 
@@ -258,6 +278,11 @@ def parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--keep", type=int, required=True)
     prune.set_defaults(run=_prune_events)
+    keys = commands.add_parser(
+        "prune-idempotency-keys",
+        help="delete expired Idempotency-Keys (each request deletes its own user's anyway)",
+    )
+    keys.set_defaults(run=_prune_idempotency_keys)
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(run=_export_schema)
     odbc = commands.add_parser(

@@ -8,7 +8,14 @@ show here as a second card.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,8 +26,10 @@ from sqlalchemy import text, update
 
 from models.database import make_engine
 from models.tables import IdempotencyKey
+from server.idempotency import request_hash
 from tests.api import Api, Person, running_app, settings_for
 from tests.live import live_server, socket
+from tests.services import free_port
 
 CREATE = """mutation($i: CreateCardInput!) { createCard(input: $i) {
   __typename ... on CardPayload { card { id version title } }
@@ -335,3 +344,193 @@ async def test_a_mutation_over_a_websocket_ignores_the_key(
                 assert data["createCard"]["__typename"] == "CardPayload"
                 assert await ws.receive() == {"id": op_id, "type": "complete"}
         assert len(await cards(api, alice, board["id"])) == 2
+
+
+def _stored_row(user_id: str, key: str, digest: str, *, answered: bool) -> Any:
+    """The INSERT of a key's row as another request would have made it."""
+    from models.idempotency import claim_stmt
+
+    stmt = claim_stmt(uuid.uuid4(), uuid.UUID(user_id), key, digest, datetime.now(UTC), 3600)
+    if answered:
+        stmt = stmt.values(
+            status_code=200,
+            response_body=THEIRS,
+            response_headers={"content-type": "application/json"},
+        )
+    return stmt
+
+
+THEIRS = '{"data":{"createCard":{"__typename":"CardPayload","card":null}}}'
+
+
+async def test_a_request_blocked_by_an_uncommitted_claim_replays_the_winner_not_a_500(
+    api: Api, database_url: str
+) -> None:
+    """The loser of the race on the unique index: it waited on the winner's row lock, hit
+    the unique violation, rolled back its own card, and answers the winner's result."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL: a second transaction waits on the first one's row lock")
+    alice, workspace, board = await board_of(api)
+    variables = {"i": {"boardId": board["id"], "title": "Loser"}}
+    digest = request_hash(CREATE, variables, None)
+    engine = make_engine(database_url, pool=False)
+    try:
+        async with engine.connect() as held:
+            transaction = await held.begin()
+            await held.execute(_stored_row(alice.id, "held", digest, answered=True))
+            request = asyncio.create_task(post(api.client, CREATE, variables, alice, "held"))
+            waiting = text(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+            async with engine.connect() as watch, asyncio.timeout(30):
+                while not (await watch.execute(waiting)).scalar():
+                    assert not request.done(), request.result().text
+                    await asyncio.sleep(0.05)
+            await transaction.commit()
+        response = await request
+    finally:
+        await engine.dispose()
+    assert response.status_code == 200
+    assert response.text == THEIRS
+    assert response.headers[REPLAYED] == "true"
+    assert await cards(api, alice, board["id"]) == []
+    assert await card_events(api, alice, workspace["id"]) == []
+
+
+async def test_a_retry_waits_for_the_answer_of_the_request_holding_the_key(
+    api: Api, database_url: str
+) -> None:
+    alice, _, board = await board_of(api)
+    variables = {"i": {"boardId": board["id"], "title": "Pending"}}
+    digest = request_hash(CREATE, variables, None)
+    engine = make_engine(database_url, pool=False)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(_stored_row(alice.id, "pending", digest, answered=False))
+        request = asyncio.create_task(post(api.client, CREATE, variables, alice, "pending"))
+        await asyncio.sleep(0.3)
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(IdempotencyKey).values(
+                    status_code=200,
+                    response_body=THEIRS,
+                    response_headers={"content-type": "application/json"},
+                )
+            )
+        response = await request
+    finally:
+        await engine.dispose()
+    assert response.status_code == 200
+    assert response.text == THEIRS
+    assert await cards(api, alice, board["id"]) == []
+
+
+async def test_a_key_whose_answer_never_comes_is_a_409_in_progress(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, tmp_path, request_timeout_seconds=1)
+    async with running_app(settings) as short:
+        alice, _, board = await board_of(short)
+        variables = {"i": {"boardId": board["id"], "title": "Never"}}
+        engine = make_engine(database_url, pool=False)
+        try:
+            async with engine.begin() as conn:
+                digest = request_hash(CREATE, variables, None)
+                await conn.execute(_stored_row(alice.id, "stuck", digest, answered=False))
+        finally:
+            await engine.dispose()
+        response = await post(short.client, CREATE, variables, alice, "stuck")
+        assert response.status_code == 409
+        assert response.headers["retry-after"] == "1"
+        error = response.json()["errors"][0]
+        assert error["extensions"]["code"] == "IDEMPOTENCY_KEY_IN_PROGRESS"
+        assert await cards(short, alice, board["id"]) == []
+
+
+CONCORD = Path(sys.executable).with_name("concord")
+
+
+@asynccontextmanager
+async def served(env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """`concord serve` on a free port (stopped by its process id), and a client on it."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        str(CONCORD), "serve", "--port", str(port), env=env
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            async with asyncio.timeout(60):
+                while True:
+                    assert process.returncode is None, "concord serve exited"
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+            yield http
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def test_concurrent_retries_through_two_server_processes_apply_once(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    """Two `concord serve` processes on one database, the same key sent to both at once."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(
+        CONCORD_DATA_DIR=str(tmp_path),
+        DATABASE_URL=database_url,
+        JWT_SECRET=str(api.app.state.settings.jwt_secret),
+        GC_FREEZE="false",
+    )
+    async with served(env) as one, served(env) as two:
+        first = Api(one, None)
+        alice, workspace, board = await board_of(first)
+        variables = {"i": {"boardId": board["id"], "title": "Across processes"}}
+        for round_ in range(3):
+            key = f"processes-{round_}"
+            answers = await asyncio.gather(
+                *(post(c, CREATE, variables, alice, key) for c in [one, two, one, two])
+            )
+            assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+            assert len({a.content for a in answers}) == 1, [a.text for a in answers]
+            assert answers[0].json()["data"]["createCard"]["__typename"] == "CardPayload"
+        assert len(await cards(first, alice, board["id"])) == 3
+        assert len(await card_events(first, alice, workspace["id"])) == 3
+
+
+async def test_the_prune_command_deletes_expired_keys_only(api: Api, database_url: str) -> None:
+    alice, _, board = await board_of(api)
+    for key in ("a", "b", "c"):
+        variables = {"i": {"boardId": board["id"], "title": key}}
+        await post(api.client, CREATE, variables, alice, key)
+    engine = make_engine(database_url, pool=False)
+    try:
+        async with engine.begin() as conn:
+            past = datetime.now(UTC) - timedelta(seconds=1)
+            expire = update(IdempotencyKey).where(IdempotencyKey.idempotency_key != "c")
+            await conn.execute(expire.values(expires_at=past))
+        concord = Path(sys.executable).with_name("concord")
+        env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "unused-here"}
+        result = await asyncio.create_subprocess_exec(
+            str(concord), "prune-idempotency-keys", env=env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(result.communicate(), 60)
+        assert result.returncode == 0
+        assert out.decode().strip() == "deleted 2 expired idempotency keys"
+        async with engine.connect() as conn:
+            keys = (await conn.execute(text("SELECT idempotency_key FROM idempotency_keys"))).all()
+        assert [k[0] for k in keys] == ["c"]
+    finally:
+        await engine.dispose()
+    # The key kept still answers its retry.
+    again = await post(
+        api.client, CREATE, {"i": {"boardId": board["id"], "title": "c"}}, alice, "c"
+    )
+    assert again.headers[REPLAYED] == "true"
