@@ -534,3 +534,40 @@ async def test_the_prune_command_deletes_expired_keys_only(api: Api, database_ur
         api.client, CREATE, {"i": {"boardId": board["id"], "title": "c"}}, alice, "c"
     )
     assert again.headers[REPLAYED] == "true"
+
+
+async def test_a_page_on_an_allowed_origin_may_send_a_key_and_see_the_replay(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    origin = "https://app.example.com"
+    settings = settings_for(database_url, tmp_path, cors_origins=origin)
+    async with running_app(settings) as browser:
+        preflight = await browser.client.options(
+            "/graphql",
+            headers={
+                "origin": origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization, content-type, idempotency-key",
+            },
+        )
+        assert preflight.status_code == 200
+        assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+        alice, _, board = await board_of(browser)
+        variables = {"i": {"boardId": board["id"], "title": "From the page"}}
+        await post(browser.client, CREATE, variables, alice, "page", origin=origin)
+        again = await post(browser.client, CREATE, variables, alice, "page", origin=origin)
+        assert again.headers[REPLAYED] == "true"
+        exposed = again.headers["access-control-expose-headers"].lower()
+        assert REPLAYED in exposed
+
+
+def test_the_compiled_read_path_never_plans_a_mutation() -> None:
+    """It answers a known document before the view runs: a mutation there would bypass the
+    key. Keyed requests are also handled before it (server/graphql_app.py)."""
+    from schema import build_schema
+    from schema.compiled import CompiledReads
+
+    compiled = CompiledReads(build_schema()._schema)
+    compiled.learn(CREATE, None, answered_with_data=True)
+    assert not compiled.knows(CREATE, None)
+    assert compiled.prepare(CREATE, None, {"i": {"boardId": "b", "title": "t"}}) is None
