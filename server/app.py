@@ -32,7 +32,7 @@ from schema.errors import ErrorCodes
 from server.demo import demo_routes
 from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL, FanoutHandler
-from server.limits import BodySizeLimit
+from server.limits import BodySizeLimit, BodyTimeout
 from server.metrics import MetricsMiddleware, metrics
 from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
@@ -258,6 +258,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if settings.production
                 else []
             ),
+            Middleware(BodyTimeout, seconds=settings.request_body_timeout_seconds),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 AuthenticationMiddleware,
