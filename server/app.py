@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             per_ip=settings.rate_limit_auth_per_ip,
             login_failures=settings.rate_limit_login_failures,
             unknown_emails=settings.rate_limit_unknown_emails,
+            registered_emails=settings.rate_limit_registered_emails,
             operations=settings.rate_limit_operations,
             key_prefix=settings.rate_limit_key_prefix,
         ),

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     rate_limit_auth_per_ip: str = "100/minute"
     rate_limit_login_failures: str = "10 per 5 minutes"
     rate_limit_unknown_emails: str = "20 per hour"
+    rate_limit_registered_emails: str = "20 per hour"
     # Every GraphQL operation (HTTP, SSE, WebSocket), per user; per address when anonymous.
     rate_limit_operations: str = "600/minute"
     rate_limit_key_prefix: str = "concord"
@@ -89,6 +90,7 @@ class Settings(BaseSettings):
         "rate_limit_auth_per_ip",
         "rate_limit_login_failures",
         "rate_limit_unknown_emails",
+        "rate_limit_registered_emails",
         "rate_limit_operations",
     )
     @classmethod
