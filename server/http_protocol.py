@@ -5,8 +5,9 @@ one byte at a time: such a connection (slowloris) is held open for as long as th
 likes, and enough of them exhaust the server's sockets. Here a timer starts when a
 connection is made (and when the first byte of each later request on it arrives) and is
 cancelled once the headers are complete; when it fires, the server answers 408 and
-closes the connection. The body has a deadline of its own, in the app
-(`server.limits.BodyTimeout`), where a refusal can be a GraphQL error.
+closes the connection (a connection on which nothing arrived is just closed). The body
+has a deadline of its own, in the app (`server.limits.BodyTimeout`), where a refusal can
+be a GraphQL error.
 
 `concord serve` runs these protocols (`uvicorn_http_options`): httptools (a dependency,
 through uvicorn[standard]), as uvicorn's "auto" would; h11 on request.
@@ -45,15 +46,20 @@ class HeaderDeadline(asyncio.Protocol):
 
     header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT
     _header_timer: asyncio.TimerHandle | None = None
+    # Whether a byte of the awaited request has arrived: a connection opened and never
+    # used (a browser's preconnect) is closed without an answer.
+    _request_begun = False
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     cycle: Any
 
-    def _arm_header_timer(self) -> None:
+    def _arm_header_timer(self, begun: bool) -> None:
+        self._request_begun = self._request_begun or begun
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _disarm_header_timer(self) -> None:
+        self._request_begun = False
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -64,13 +70,14 @@ class HeaderDeadline(asyncio.Protocol):
             return
         # A pipelined request's headers may trickle in while an earlier response is
         # still being written: then the connection is only closed.
-        if self.cycle is None or self.cycle.response_complete:
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._request_begun and idle:
             self.transport.write(_timeout_response(self.header_timeout))
         self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._arm_header_timer(begun=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
@@ -84,7 +91,7 @@ class H11HeaderTimeout(HeaderDeadline, H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:
-            self._arm_header_timer()  # the first bytes of a request on a kept-alive connection
+            self._arm_header_timer(begun=True)  # the first bytes of a request
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self._disarm_header_timer()  # h11 has the whole request line and headers
@@ -95,7 +102,7 @@ class HttpToolsHeaderTimeout(HeaderDeadline, HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_header_timer()  # a later request on a kept-alive connection
+        self._arm_header_timer(begun=True)  # the first byte of a request
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()

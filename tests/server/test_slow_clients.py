@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from server.app import create_app
-from server.http_protocol import uvicorn_http_options
+from server.http_protocol import HeaderDeadline, uvicorn_http_options
 from server.ws_protocol import uvicorn_ws_options
 from tests.api import running_app, settings_for
 from tests.services import free_port
@@ -159,9 +159,13 @@ async def test_concord_serve_cuts_off_slow_headers_and_slow_bodies(tmp_path: Pat
 
 
 @pytest.mark.parametrize("http", ["httptools", "h11"])
-async def test_both_http_protocols_time_out_headers(tmp_path: Path, http: str) -> None:
-    """uvicorn's two HTTP implementations (`concord serve` takes httptools when installed),
-    also for the second request on a kept-alive connection."""
+async def test_both_http_protocols_time_out_headers(
+    tmp_path: Path, http: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's two HTTP implementations (`concord serve` runs httptools), also for the
+    second request on a kept-alive connection."""
+    # The deadline is the process's (a class attribute): put it back afterwards.
+    monkeypatch.setattr(HeaderDeadline, "header_timeout", HeaderDeadline.header_timeout)
     settings = settings_for(f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}", tmp_path)
     port = free_port()
     config = uvicorn.Config(
@@ -179,6 +183,13 @@ async def test_both_http_protocols_time_out_headers(tmp_path: Path, http: str) -
             assert not task.done()
             await asyncio.sleep(0.02)
         await assert_slow_headers_are_cut_off(port)
+        # A client that keeps its connection between requests is not cut off.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(2):
+                assert (await client.get("/healthz")).status_code == 200
+                await asyncio.sleep(2.5)  # longer than the header deadline, idle
+        # A connection on which nothing is sent (a browser's preconnect): closed, unanswered.
+        assert await trickle(port, b"") == (b"", 0)
         # A kept-alive connection: the first request at once, the second trickling in.
         first = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         answer, sent = await trickle(port, first + HEADERS, start=len(first) + 3)
