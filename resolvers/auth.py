@@ -57,27 +57,44 @@ async def _count_attempt(ctx: Context) -> None:
         raise RateLimitedError(refusal.limit, refusal.retry_after)
 
 
+class _AlreadyRegistered(InvalidInput):
+    """The answer that reveals an email has an account: counted per client address."""
+
+    def __init__(self) -> None:
+        super().__init__("email", "This email is already registered.")
+
+
 async def register(ctx: Context, email: str, password: str, display_name: str) -> Session:
     email = validation.email(email)
     password = validation.password(password)
     display_name = validation.name(display_name, "displayName")
     await _count_attempt(ctx)
+    limits = ctx.services.auth_limits
+    ip = ctx.client_ip()
+    # Before the email is looked at: a refusal must not depend on whether it is taken.
+    if limits is not None and (refusal := await limits.registrations_exhausted(ip)):
+        raise RateLimitedError(refusal.limit, refusal.retry_after)
     # Hash outside the transaction: argon2 is deliberately slow.
     password_hash = await hash_password(password)
 
     async def work(session: AsyncSession) -> Session:
         if await user_repo.user_by_email(session, email) is not None:
-            raise InvalidInput("email", "This email is already registered.")
+            raise _AlreadyRegistered()
         user = await user_repo.create_user(
             session, email=email, display_name=display_name, password_hash=password_hash
         )
         return await _start_session(ctx, session, user)
 
     try:
-        return await run_in_transaction(ctx.services.db.writer, work)
-    except IntegrityError as exc:
-        # Two registrations of one email at once: the unique constraint decides.
-        raise InvalidInput("email", "This email is already registered.") from exc
+        try:
+            return await run_in_transaction(ctx.services.db.writer, work)
+        except IntegrityError as exc:
+            # Two registrations of one email at once: the unique constraint decides.
+            raise _AlreadyRegistered() from exc
+    except _AlreadyRegistered:
+        if limits is not None:
+            await limits.registered_email(ip)
+        raise
 
 
 async def login(ctx: Context, email: str, password: str) -> Session:

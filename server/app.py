@@ -31,16 +31,15 @@ from schema import build_schema
 from schema.errors import ErrorCodes
 from server.demo import demo_routes
 from server.graphiql import graphiql_routes
-from server.graphql_app import ConcordGraphQL
+from server.graphql_app import ConcordGraphQL, FanoutHandler
 from server.idempotency import HEADER as IDEMPOTENCY_HEADER
 from server.idempotency import REPLAYED_HEADER, IdempotentMutations
-from server.limits import BodySizeLimit
+from server.limits import BodySizeLimit, BodyTimeout
 from server.metrics import MetricsMiddleware, metrics
 from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
 from server.settings import Settings, load_settings
-from server.ws_fanout import FanoutTransportWSHandler
 from server.ws_protocol import WebSocketLane
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
@@ -122,6 +121,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             per_ip=settings.rate_limit_auth_per_ip,
             login_failures=settings.rate_limit_login_failures,
             unknown_emails=settings.rate_limit_unknown_emails,
+            registered_emails=settings.rate_limit_registered_emails,
+            operations=settings.rate_limit_operations,
             key_prefix=settings.rate_limit_key_prefix,
         ),
     )
@@ -178,7 +179,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         **({"graphql_ide": None} if settings.production else {}),
     )
     if settings.ws_fanout:
-        graphql.graphql_transport_ws_handler_class = FanoutTransportWSHandler
+        graphql.graphql_transport_ws_handler_class = FanoutHandler
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -274,6 +275,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if settings.production
                 else []
             ),
+            Middleware(BodyTimeout, seconds=settings.request_body_timeout_seconds),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 AuthenticationMiddleware,

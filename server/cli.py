@@ -14,11 +14,14 @@ from typing import Any
 def worker_app() -> Any:
     """The app of one `--workers` process (uvicorn imports it by name in each worker)."""
     from server.app import create_app
+    from server.http_protocol import uvicorn_http_options
     from server.logging import configure_logging
     from server.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    # This process's protocol class gets its header deadline (see `_serve`).
+    uvicorn_http_options(settings.request_header_timeout_seconds)
     return create_app(settings)
 
 
@@ -51,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.http_protocol import uvicorn_http_options
     from server.logging import configure_logging
     from server.settings import load_settings
     from server.ws_protocol import uvicorn_ws_options
@@ -87,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
         # the app checks again for any other ASGI server (server/websocket.py).
         "ws_max_size": settings.max_body_bytes,
         **uvicorn_ws_options(settings.ws_compression),
+        # A request whose line and headers take longer is answered 408 and closed.
+        **uvicorn_http_options(settings.request_header_timeout_seconds),
     }
     if args.ssl_certfile is not None:
         # HTTPS and wss:// served by Concord itself (behind a TLS-terminating load balancer

@@ -17,6 +17,9 @@ from starlette.websockets import WebSocket
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
@@ -37,6 +40,7 @@ from server.negotiation import (
     request_error_status,
     wants_graphql_response,
 )
+from server.operation_limits import RateLimitedStart, RateLimitedSubscribe, refuse_http
 from server.query_limits import DocumentCheck, QueryLimits
 from server.request_deadline import request_deadline, too_many
 from server.response_cache import ResponseCache
@@ -46,6 +50,7 @@ from server.websocket import (
     LegacyProtocolHandler,
     LimitedWebSocketAdapter,
 )
+from server.ws_fanout import FanoutTransportWSHandler
 from server.ws_legacy import LegacyProtocolRules
 
 
@@ -118,9 +123,18 @@ async def _close_expired(websocket: WebSocket) -> None:
         await websocket.close(code=4403, reason="Access token expired")
 
 
-class LegacyHandler(LegacyProtocolRules, LegacyProtocolHandler):
+class LegacyHandler(LegacyProtocolRules, RateLimitedStart, LegacyProtocolHandler):
     """Legacy `graphql-ws`: the modern protocol's rules (deadline, one `connection_init`,
-    malformed messages refused) and queries and mutations as well as subscriptions."""
+    malformed messages refused), RATE_LIMIT_OPERATIONS, and queries and mutations as well
+    as subscriptions."""
+
+
+class TransportHandler(RateLimitedSubscribe, BaseGraphQLTransportWSHandler[Context, None]):
+    """`graphql-transport-ws` as Strawberry serves it, with RATE_LIMIT_OPERATIONS."""
+
+
+class FanoutHandler(RateLimitedSubscribe, FanoutTransportWSHandler):
+    """`graphql-transport-ws` with the `workspaceEvents` fan-out (WS_FANOUT), likewise."""
 
 
 class ConcordGraphQL(EventStreams):
@@ -128,6 +142,9 @@ class ConcordGraphQL(EventStreams):
 
     websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
     graphql_ws_handler_class = LegacyHandler
+    graphql_transport_ws_handler_class: type[BaseGraphQLTransportWSHandler[Context, None]] = (
+        TransportHandler
+    )
 
     def __init__(
         self,
@@ -209,6 +226,11 @@ class ConcordGraphQL(EventStreams):
                     timer.cancel()
             return
         request = Request(scope=scope, receive=receive)
+        # Before every path that answers: the compiled reads and the cache included.
+        refusal = await refuse_http(self.services, request, _media_type(request))
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         if self.idempotency is not None and HEADER in request.headers:
             # Before the compiled path, which answers only queries: a keyed mutation is
             # answered from its stored result or run with its claim, never twice.

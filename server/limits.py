@@ -1,7 +1,9 @@
-"""Request body size limit: refuse large bodies before anything parses them."""
+"""Request body limits: refuse large bodies before anything parses them, and bodies that
+do not arrive in time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,4 +73,84 @@ class BodySizeLimit:
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class BodyTimeout:
+    """408 with a GraphQL error when an HTTP body is not complete within `seconds`.
+
+    The deadline starts when the app gets the request (its headers complete: see
+    `server.http_protocol` for those) and applies to `receive` until the last body chunk;
+    the handler waiting for the body is interrupted then, and the connection is closed
+    (the rest of the body is never read). Later `receive` calls (an SSE stream watching
+    for the client going away) are not timed.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "errors": [
+                    {
+                        "message": f"The request body did not arrive within {self.seconds:g} s.",
+                        "extensions": {
+                            "code": "REQUEST_TIMEOUT",
+                            "limit": "REQUEST_BODY_TIMEOUT_SECONDS",
+                        },
+                    }
+                ]
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 408,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        complete = False
+
+        async def timed() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _TooSlow from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed, tracking_send)
+        except _TooSlow:
+            if not started:
+                await self._reject(send)
+
+
+class _TooSlow(Exception):
     pass

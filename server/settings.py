@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Security (issue 10): limits checked before execution, time per request.
     max_query_cost: int = Field(default=5000, ge=1)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Slow clients: the request line and headers (`concord serve`), then the body.
+    request_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    request_body_timeout_seconds: float = Field(default=10.0, gt=0)
     ws_max_operations: int = Field(default=100, ge=1)
     # How long an Idempotency-Key (and the answer stored with it) is kept (server/idempotency).
     idempotency_key_ttl_seconds: float = Field(default=24 * 3600, gt=0)
@@ -77,13 +80,20 @@ class Settings(BaseSettings):
     rate_limit_auth_per_ip: str = "100/minute"
     rate_limit_login_failures: str = "10 per 5 minutes"
     rate_limit_unknown_emails: str = "20 per hour"
+    rate_limit_registered_emails: str = "20 per hour"
+    # Every GraphQL operation (HTTP, SSE, WebSocket), per user; per address when anonymous.
+    rate_limit_operations: str = "600/minute"
     rate_limit_key_prefix: str = "concord"
     # "production": no introspection, GraphiQL or open /metrics; unsafe settings refused.
     concord_env: Literal["development", "production"] = "development"
     metrics_token: str | None = None
 
     @field_validator(
-        "rate_limit_auth_per_ip", "rate_limit_login_failures", "rate_limit_unknown_emails"
+        "rate_limit_auth_per_ip",
+        "rate_limit_login_failures",
+        "rate_limit_unknown_emails",
+        "rate_limit_registered_emails",
+        "rate_limit_operations",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

@@ -175,6 +175,9 @@ def settings_for(database_url: str, data_dir: Path, **overrides: object) -> Sett
         # Hundreds of apps start in one test process: freezing each one's heap would keep
         # every earlier test's cyclic garbage for good.
         "gc_freeze": False,
+        # Load tests run thousands of operations as one user within a minute; the tests of
+        # RATE_LIMIT_OPERATIONS set the limit they test.
+        "rate_limit_operations": "1000000/minute",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

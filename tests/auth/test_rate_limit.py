@@ -154,3 +154,41 @@ async def test_probing_emails_through_add_member_is_limited(
         }
         answer = await api(add, variables, other.token)
         assert answer["data"]["addMember"]["__typename"] == "ValidationError"
+
+
+async def test_probing_emails_through_register_is_limited_per_address(
+    database_url: str, tmp_path: Path
+) -> None:
+    """ "This email is already registered" tells that an email has an account: counted per
+    client address (RATE_LIMIT_REGISTERED_EMAILS); once over, every registration from that
+    address is refused, so the refusal itself tells nothing about the email."""
+    settings = settings_for(database_url, tmp_path, rate_limit_registered_emails="2/minute")
+    mutation = """mutation($i: RegisterInput!) { register(input: $i) {
+        __typename ... on ValidationError { field } } }"""
+
+    async def register(email: str, ip: str) -> httpx.Response:
+        transport: Any = api.client._transport
+        transport.client = (ip, 1234)
+        variables = {"i": {"email": email, "password": "correct horse battery", "displayName": "P"}}
+        return await api.raw(mutation, variables)
+
+    async with running_app(settings) as api:
+        ada = await api.register()
+        for n in range(3):  # new emails never count
+            fresh = await register(f"fresh{n}@example.com", "10.7.0.1")
+            assert fresh.json()["data"]["register"]["__typename"] == "AuthPayload"
+        for _ in range(2):
+            taken = await register(ada.email, "10.7.0.1")
+            assert taken.json()["data"]["register"] == {
+                "__typename": "ValidationError",
+                "field": "email",
+            }
+        for email in (ada.email, "fresh-again@example.com"):
+            refused = await register(email, "10.7.0.1")
+            assert refused.status_code == 429
+            error = refused.json()["errors"][0]
+            assert error["extensions"]["code"] == "RATE_LIMITED"
+            assert error["extensions"]["limit"] == "RATE_LIMIT_REGISTERED_EMAILS"
+        # Another address is not affected.
+        other = await register("someone@example.com", "10.7.0.2")
+        assert other.json()["data"]["register"]["__typename"] == "AuthPayload"
