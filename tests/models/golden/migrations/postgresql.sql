@@ -131,4 +131,22 @@ CREATE INDEX ix_events_entity_id_seq ON events (entity_id, seq);
 
 INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;
 
+-- Running upgrade 0001 -> external_identities
+
+CREATE TABLE external_identities (
+    id UUID NOT NULL,
+    identity_key VARCHAR(64) NOT NULL,
+    issuer VARCHAR(1000) NOT NULL,
+    subject VARCHAR(255) NOT NULL,
+    user_id UUID NOT NULL,
+    created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+    CONSTRAINT pk_external_identities PRIMARY KEY (id),
+    CONSTRAINT fk_external_identities_user_id_users FOREIGN KEY(user_id) REFERENCES users (id),
+    CONSTRAINT uq_external_identities_identity_key UNIQUE (identity_key)
+);
+
+CREATE INDEX ix_external_identities_user_id ON external_identities (user_id);
+
+UPDATE alembic_version SET version_num='external_identities' WHERE alembic_version.version_num = '0001';
+
 COMMIT;
