@@ -196,8 +196,8 @@ class RevocationWatch:
                 continue  # subscribe again; the recheck covers what was dropped
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("revocation listener failed; listening again in a second")
+            except Exception as exc:  # the broker is down: the denylist still holds
+                log.warning("revocation listener stopped (%s); listening again in a second", exc)
                 await asyncio.sleep(1.0)
 
     def start(self) -> None:
