@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import jwt
 import pytest
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
+from auth.revocation import CHANNEL as REVOCATIONS
+from auth.revocation import RedisRevocations
 from tests.api import Api, Person, empty_tables, migrate, settings_for
 from tests.live import EVENTS, LiveServer, live_server, socket
 from tests.services import redis_url, scratch_postgres_database, unavailable
@@ -193,3 +197,36 @@ async def test_logout_on_one_instance_reaches_the_other(
             assert await on_b.closed_with(timeout=5) == 4403
             assert time.monotonic() - started <= 3.0
         assert (await b.api.ok(ME, token=phone.token))["me"] == {"id": alice.id}
+
+
+@pytest.mark.redis
+async def test_a_lost_announcement_is_made_up_for_by_the_denylist(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A revocation whose pub/sub message never arrived (Redis reconnected meanwhile) still
+    closes the socket: after a possible gap the process checks its open sessions."""
+    try:
+        client = SyncRedis.from_url(redis_url(), socket_connect_timeout=1)
+        client.ping()
+        client.close()
+    except (RedisError, OSError) as exc:
+        unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
+    await empty_tables(database_url)
+    settings = settings_for(database_url, tmp_path, redis_url=redis_url())
+    async with live_server(settings) as server:
+        alice = await server.api.register("alice")
+        services = server.api.app.state.services
+        session_id = uuid.UUID(jwt.decode(alice.token, options={"verify_signature": False})["sid"])
+        async with socket(server.ws_url) as s:
+            assert (await s.init(alice.token))["type"] == "connection_ack"
+            # Denied in Redis by "another process", whose announcement is lost.
+            other_process = RedisRevocations(redis_url())
+            try:
+                await other_process.revoke(session_id, 60)
+            finally:
+                await other_process.aclose()
+            with pytest.raises(TimeoutError):
+                await s.receive(timeout=0.5)  # nothing announced: the socket is still open
+            services.broker.signal_gap(REVOCATIONS)
+            assert await s.closed_with(timeout=5) == 4403
+        await assert_unauthenticated(server.api, ME, alice.token)
