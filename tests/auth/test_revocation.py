@@ -8,6 +8,7 @@ WebSocket and SSE, and across two app instances that share one PostgreSQL and on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -19,6 +20,8 @@ import jwt
 import pytest
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from auth.revocation import CHANNEL as REVOCATIONS
 from auth.revocation import RedisRevocations
@@ -120,6 +123,21 @@ async def test_logout_closes_the_logins_websocket_with_4403(server: LiveServer) 
     async with socket(server.ws_url) as again:
         await again.send_init(alice.token)
         assert await again.closed_with() == 4403
+
+
+async def test_logout_closes_a_legacy_graphql_ws_socket_too(server: LiveServer) -> None:
+    api = server.api
+    alice = await api.register("alice")
+    async with connect(server.ws_url, subprotocols=["graphql-ws"]) as connection:  # type: ignore[list-item]
+        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {alice.token}"}}
+        await connection.send(json.dumps(init))
+        assert json.loads(await connection.recv())["type"] == "connection_ack"
+        await logout(api, alice)
+        with contextlib.suppress(ConnectionClosed):
+            async with asyncio.timeout(5):
+                async for _ in connection:
+                    pass
+        assert connection.close_code == 4403
 
 
 async def test_logout_ends_the_logins_event_stream(server: LiveServer) -> None:
