@@ -292,6 +292,9 @@ class ConcordGraphQL(EventStreams):
                 )
 
             state["revocation_unwatch"] = revocations.watch(viewer.session_id, signed_out)
+            # Signed out between the token's check and the watch: no message will come.
+            if await revocations.is_revoked(viewer.session_id):
+                raise ConnectionRejectionError({"reason": "signed out"})
         acknowledged: UnsetType = UNSET  # the plain connection_ack, no payload
         return acknowledged
 

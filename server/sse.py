@@ -99,7 +99,9 @@ class EventStreams(GraphQL[Context, None]):
     """Strawberry's ASGI view, answering `Accept: text/event-stream` as GraphQL over SSE."""
 
     @staticmethod
-    def _watch_sign_out(context: Context, signed_out: asyncio.Future[None]) -> Callable[[], None]:
+    async def _watch_sign_out(
+        context: Context, signed_out: asyncio.Future[None]
+    ) -> Callable[[], None]:
         """Resolve `signed_out` when the caller's login is signed out; returns the undo."""
         viewer, revocations = context.viewer, context.services.revocations
         if viewer is None or viewer.session_id is None or revocations is None:
@@ -109,7 +111,11 @@ class EventStreams(GraphQL[Context, None]):
             if not signed_out.done():
                 signed_out.set_result(None)
 
-        return revocations.watch(viewer.session_id, fire)
+        unwatch = revocations.watch(viewer.session_id, fire)
+        # Signed out since the request was authenticated: no message will come for it.
+        if await revocations.is_revoked(viewer.session_id):
+            fire()
+        return unwatch
 
     @overload
     async def run(
@@ -175,8 +181,9 @@ class EventStreams(GraphQL[Context, None]):
         expires = context.viewer.expires_at if context.viewer is not None else None
         pending: asyncio.Future[ExecutionResult] | None = None
         signed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        unwatch = self._watch_sign_out(context, signed_out)
+        unwatch: Callable[[], None] | None = None
         try:
+            unwatch = await self._watch_sign_out(context, signed_out)
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(results))
@@ -208,7 +215,8 @@ class EventStreams(GraphQL[Context, None]):
                 yield encode_event("next", self.encode_json_string(payload), cursor)
             yield encode_event("complete")
         finally:
-            unwatch()
+            if unwatch is not None:
+                unwatch()
             # The client went away (or the stream ended): stop the operation, so that its
             # broker subscription and tasks end with the response.
             if pending is not None:
