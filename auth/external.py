@@ -13,13 +13,15 @@ Keys: PyJWKClient fetches the key set and keeps it for JWKS_LIFESPAN_SECONDS. A 
 whose `kid` is not in the set makes it fetch again at once (the provider rotated its
 keys); a `kid` still unknown after that refresh is refused, and for JWKS_QUIET_SECONDS
 unknown kids are refused from the set in hand, so a stream of made-up kids cannot make
-every request an HTTP fetch. Fetching is blocking HTTP: it runs in a worker thread, never
-on the event loop, one fetch at a time.
+every request an HTTP fetch. While the provider cannot be reached the last key set it
+served is used, and no fetch is tried for JWKS_QUIET_SECONDS. Fetching is blocking HTTP: it
+runs in a worker thread, never on the event loop, one fetch at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -34,6 +36,8 @@ from jwt import PyJWK, PyJWKClient
 
 from auth.backend import Viewer
 from auth.tokens import InvalidToken
+
+log = logging.getLogger(__name__)
 
 ALGORITHMS = ("RS256", "ES256")
 JWKS_LIFESPAN_SECONDS = 300
@@ -90,7 +94,9 @@ class JwksKeys:
         )
         self.quiet_seconds = quiet_seconds
         self._lock = threading.Lock()
-        self._missed_at = float("-inf")
+        self._missed_at = float("-inf")  # the last refresh that did not find a kid
+        self._failed_at = float("-inf")  # the last fetch that failed
+        self._last_good: list[PyJWK] | None = None
 
     @staticmethod
     def _find(keys: list[PyJWK], kid: str | None) -> PyJWK | None:
@@ -99,16 +105,32 @@ class JwksKeys:
             return keys[0] if len(keys) == 1 else None
         return next((key for key in keys if key.key_id == kid), None)
 
+    def _signing_keys(self, refresh: bool) -> list[PyJWK]:
+        """The key set: PyJWKClient's (fetched when stale, or to refresh). While the provider
+        cannot be reached, the last set it served, and no new attempt for quiet_seconds: an
+        outage must not hold every new token for a fetch timeout."""
+        if time.monotonic() - self._failed_at < self.quiet_seconds:
+            if self._last_good is None:
+                raise InvalidToken("the identity provider's keys are unavailable")
+            return self._last_good
+        try:
+            keys = self.client.get_signing_keys(refresh=refresh)
+        except jwt.PyJWKClientError as exc:
+            self._failed_at = time.monotonic()
+            log.warning("JWKS not fetched (%s); using the last key set served", exc)
+            if self._last_good is None:
+                raise InvalidToken(f"signing keys unavailable: {exc}") from exc
+            return self._last_good
+        self._last_good = keys
+        return keys
+
     def key(self, kid: str | None) -> PyJWK:
         with self._lock:
-            try:
-                found = self._find(self.client.get_signing_keys(), kid)
-                if found is None and time.monotonic() - self._missed_at >= self.quiet_seconds:
-                    found = self._find(self.client.get_signing_keys(refresh=True), kid)
-                    if found is None:
-                        self._missed_at = time.monotonic()
-            except jwt.PyJWKClientError as exc:
-                raise InvalidToken(f"signing keys unavailable: {exc}") from exc
+            found = self._find(self._signing_keys(refresh=False), kid)
+            if found is None and time.monotonic() - self._missed_at >= self.quiet_seconds:
+                found = self._find(self._signing_keys(refresh=True), kid)
+                if found is None:
+                    self._missed_at = time.monotonic()
         if found is None:
             raise InvalidToken(f"no signing key with kid {kid!r}")
         return found

@@ -47,6 +47,7 @@ class Provider:
     keys: dict[str, PrivateKey] = field(default_factory=dict)
     published: list[str] = field(default_factory=list)
     fetches: int = 0
+    down: bool = False  # answers 503, as during an outage
 
     def add_key(self, kid: str, kind: str = "RSA", publish: bool = True) -> None:
         if kind == "RSA":
@@ -114,6 +115,9 @@ def provider() -> Iterator[Provider]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.fetches += 1
+            if state.down:
+                self.send_error(503)
+                return
             body = json.dumps(state.jwks()).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
@@ -259,6 +263,23 @@ async def test_unknown_kids_cannot_make_every_request_a_fetch(api: Api, provider
     # One refresh for the first unknown kid, none for the next ones.
     assert provider.fetches == 2
     assert await counts(api) == (1, 1)
+
+
+async def test_an_outage_of_the_provider_keeps_known_keys_working(
+    api: Api, provider: Provider
+) -> None:
+    assert await me(api, provider.token("alice-sub"))
+    provider.down = True
+    provider.add_key("rsa-2", "RSA")
+    # A new kid cannot be fetched: refused, quickly, with one attempt.
+    response = await api.raw(ME, token=provider.token("bob-sub", "rsa-2"))
+    assert response.status_code == 401
+    assert provider.fetches == 2
+    # Tokens signed with the keys already known keep working, without further attempts.
+    assert await me(api, provider.token("alice-sub", "ec-1"))
+    response = await api.raw(ME, token=provider.token("carol-sub", "rsa-2"))
+    assert response.status_code == 401
+    assert provider.fetches == 2
 
 
 async def test_a_verified_email_of_an_existing_account_is_not_taken_over(
