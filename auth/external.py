@@ -181,8 +181,8 @@ class ExternalTokens:
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken(str(exc)) from exc
         subject = claims["sub"]
-        if not isinstance(subject, str) or not subject or len(subject) > 255:
-            raise InvalidToken("sub must be a string of 1 to 255 characters")
+        if not isinstance(subject, str) or not 0 < len(subject) <= 255 or "\0" in subject:
+            raise InvalidToken("sub must be a string of 1 to 255 characters, without NUL")
         email = claims.get("email")
         name = claims.get("name") or claims.get("preferred_username")
         identity = ExternalIdentity(

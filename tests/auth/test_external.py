@@ -222,6 +222,8 @@ async def test_bad_external_tokens_are_refused_and_create_nothing(
         "not yet valid": provider.token("x", nbf=int((now + timedelta(minutes=5)).timestamp())),
         "no expiry": provider.token("x", exp=None),
         "no subject": provider.token(None),
+        "subject with NUL": provider.token("x\0y"),
+        "subject too long": provider.token("x" * 256),
         "bad signature": provider.token("x", "rsa-1", signing_key=stranger),
         "EC key claimed for an RSA signature": provider.token("x", "ec-1", signing_key=stranger),
         "unknown kid (after refresh)": provider.token("x", "never-published"),
