@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from models.migrate import head_revision
+
 ROOT = Path(__file__).resolve().parents[2]
 CONCORD = Path(sys.executable).with_name("concord")
 
@@ -41,8 +43,15 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert {"users", "workspaces", "cards", "events", "event_streams"} <= tables
-    assert version == ("0001",)
+    assert {
+        "users",
+        "workspaces",
+        "cards",
+        "events",
+        "event_streams",
+        "external_identities",
+    } <= tables
+    assert version == (head_revision(),)
 
 
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
