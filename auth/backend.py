@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from starlette.authentication import (
     AuthCredentials,
@@ -32,6 +33,8 @@ class Viewer(BaseUser):
 
     user_id: uuid.UUID
     expires_at: datetime
+    # The login the token belongs to (our own tokens); None for an external provider's.
+    session_id: uuid.UUID | None = None
 
     @property
     def is_authenticated(self) -> bool:
@@ -61,7 +64,7 @@ def viewer_from_header(config: TokenConfig, header: str | None) -> Viewer | None
     if token is None:
         return None
     claims = decode_access_token(config, token)
-    return Viewer(user_id=claims.user_id, expires_at=claims.expires_at)
+    return Viewer(claims.user_id, claims.expires_at, claims.session_id)
 
 
 UserExists = Callable[[uuid.UUID], Awaitable[bool]]
@@ -111,37 +114,116 @@ class VerifiedTokens:
         token = bearer_token(header)
         if token is None:
             return None
-        known = self._known.get(token)
+        known = self.known(token)
         if known is not None:
-            if known.expires_at > datetime.now(UTC):
-                self._known.move_to_end(token)
-                return known
-            del self._known[token]
+            return known
+        viewer = self.verify(token)
+        self.remember_viewer(token, viewer)
+        return viewer
+
+    def known(self, token: str) -> Viewer | None:
+        """The viewer of a token verified before and not yet expired."""
+        known = self._known.get(token)
+        if known is None:
+            return None
+        if known.expires_at > datetime.now(UTC):
+            self._known.move_to_end(token)
+            return known
+        del self._known[token]
+        return None
+
+    def verify(self, token: str) -> Viewer:
         claims = decode_access_token(self.config, token)
-        viewer = Viewer(user_id=claims.user_id, expires_at=claims.expires_at)
+        return Viewer(claims.user_id, claims.expires_at, claims.session_id)
+
+    def remember_viewer(self, token: str, viewer: Viewer) -> None:
         self._known[token] = viewer
         if len(self._known) > self.remember:
             self._known.popitem(last=False)
+
+
+class ExternalVerifier(Protocol):
+    """Tokens of an external identity provider (auth.external.ExternalTokens)."""
+
+    def accepts(self, token: str) -> bool:
+        """Whether the token is signed the provider's way (not necessarily valid)."""
+        ...
+
+    async def viewer(self, token: str) -> Viewer:
+        """The verified token's viewer (its user created on first sight); InvalidToken."""
+        ...
+
+
+class SessionDenylist(Protocol):
+    async def is_revoked(self, session_id: uuid.UUID) -> bool: ...
+
+
+class Authenticator:
+    """Who a bearer token speaks for, the same way on HTTP, SSE and WebSocket.
+
+    Our own HS256 tokens, remembered once verified (VerifiedTokens); an external
+    provider's RS256/ES256 tokens when JWT_JWKS_URL is set; and, for every request
+    whether remembered or not, the login must not have been signed out since.
+    """
+
+    def __init__(
+        self,
+        config: TokenConfig,
+        known_users: KnownUsers | None = None,
+        external: ExternalVerifier | None = None,
+        denylist: SessionDenylist | None = None,
+    ) -> None:
+        self.tokens = VerifiedTokens(config)
+        self.known_users = known_users
+        self.external = external
+        self.denylist = denylist
+
+    async def viewer(self, header: str | None) -> Viewer | None:
+        """The caller, None without a token; InvalidToken for any token not to be honoured."""
+        token = bearer_token(header)
+        if token is None:
+            return None
+        viewer = self.tokens.known(token)
+        if viewer is None:
+            if self.external is not None and self.external.accepts(token):
+                viewer = await self.external.viewer(token)
+            else:
+                viewer = self.tokens.verify(token)
+            self.tokens.remember_viewer(token, viewer)
+        if (
+            viewer.session_id is not None
+            and self.denylist is not None
+            and await self.denylist.is_revoked(viewer.session_id)
+        ):
+            raise SignedOut("This login was signed out: sign in again.")
+        if self.known_users is not None and not await self.known_users(viewer.user_id):
+            raise UnknownUser("This access token's user does not exist.")
         return viewer
 
 
+class UnknownUser(InvalidToken):
+    """A well-signed token whose subject is no user."""
+
+
+class SignedOut(InvalidToken):
+    """A well-signed, unexpired token of a login that was signed out (or revoked)."""
+
+
 class BearerTokenBackend(AuthenticationBackend):
-    def __init__(self, config: TokenConfig, known_users: KnownUsers) -> None:
-        self.config = config
-        self.known_users = known_users
-        self.tokens = VerifiedTokens(config)
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         if conn.scope["type"] != "http":
             return None
         try:
-            viewer = self.tokens.viewer(conn.headers.get("authorization"))
+            viewer = await self.authenticator.viewer(conn.headers.get("authorization"))
+        except (UnknownUser, SignedOut) as exc:
+            raise AuthenticationError(str(exc)) from exc
         except InvalidToken as exc:
             raise AuthenticationError("Invalid or expired access token.") from exc
         if viewer is None:
             return None
-        if not await self.known_users(viewer.user_id):
-            raise AuthenticationError("This access token's user does not exist.")
         return AuthCredentials(["authenticated"]), viewer
 
 

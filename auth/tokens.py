@@ -32,6 +32,8 @@ class TokenConfig:
 class AccessClaims:
     user_id: uuid.UUID
     expires_at: datetime
+    # The login (refresh-token family) the token belongs to: signing out revokes it.
+    session_id: uuid.UUID | None = None
 
 
 def development_secret(data_dir: Path) -> str:
@@ -56,10 +58,19 @@ def development_secret(data_dir: Path) -> str:
     return secret
 
 
-def issue_access_token(config: TokenConfig, user_id: uuid.UUID, now: datetime | None = None) -> str:
+def issue_access_token(
+    config: TokenConfig,
+    user_id: uuid.UUID,
+    now: datetime | None = None,
+    session_id: uuid.UUID | None = None,
+) -> str:
+    """A signed access token; `session_id` (the login's refresh-token family, `sid`) is what
+    signing out denies, so every access token of that login stops working at once."""
     now = now or datetime.now(UTC)
     claims = {
         "sub": str(user_id),
+        "jti": str(uuid.uuid4()),
+        "sid": str(session_id or uuid.uuid4()),
         "iss": config.issuer,
         "aud": config.audience,
         "iat": int(now.timestamp()),
@@ -81,9 +92,12 @@ def decode_access_token(config: TokenConfig, token: str) -> AccessClaims:
         )
         if claims.get("typ") != "access":
             raise InvalidToken("not an access token")
+        sid = claims.get("sid")
         return AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            # Tokens issued before sessions existed carry none (and expire within the TTL).
+            session_id=uuid.UUID(sid) if sid is not None else None,
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken(str(exc)) from exc

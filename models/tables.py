@@ -41,6 +41,24 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ExternalIdentity(Base):
+    """A person known to an external identity provider, and the Concord user they are.
+
+    Looked up by `identity_key`, the SHA-256 of issuer and subject: one fixed-length, binary-safe
+    unique column on every database (`sub` is case-sensitive; SQL Server's default
+    collation is not), whatever lengths providers use.
+    """
+
+    __tablename__ = "external_identities"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    identity_key: Mapped[str] = mapped_column(String(64), unique=True)
+    issuer: Mapped[str] = mapped_column(Unicode(1000))
+    subject: Mapped[str] = mapped_column(Unicode(255))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class RefreshToken(Base):
     __tablename__ = "refresh_tokens"
 

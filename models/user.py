@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import new_id, utcnow
 from models.paging import fetch_all, select_all
-from models.tables import RefreshToken, User
+from models.tables import ExternalIdentity, RefreshToken, User
 
 
 async def create_user(
@@ -77,4 +77,19 @@ async def revoke_refresh_family(session: AsyncSession, family_id: uuid.UUID) -> 
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+    )
+
+
+async def user_of_external_identity(session: AsyncSession, key: str) -> uuid.UUID | None:
+    stmt = select(ExternalIdentity.user_id).where(ExternalIdentity.identity_key == key)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def store_external_identity(
+    session: AsyncSession, *, key: str, issuer: str, subject: str, user_id: uuid.UUID
+) -> None:
+    await session.execute(
+        insert(ExternalIdentity).values(
+            id=new_id(), identity_key=key, issuer=issuer, subject=subject, user_id=user_id
+        )
     )

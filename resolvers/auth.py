@@ -35,15 +35,18 @@ async def _start_session(
 ) -> Session:
     config = ctx.services.tokens
     refresh = new_refresh_token()
+    # The family is the login: its id goes into every access token of the login (`sid`),
+    # so that signing out denies them all.
+    family_id = family_id or uuid.uuid4()
     await user_repo.store_refresh_token(
         session,
         user_id=user.id,
         token_hash=hash_refresh_token(refresh),
-        family_id=family_id or uuid.uuid4(),
+        family_id=family_id,
         expires_at=datetime.now(UTC) + config.refresh_ttl,
     )
     return Session(
-        access_token=issue_access_token(config, user.id),
+        access_token=issue_access_token(config, user.id, session_id=family_id),
         refresh_token=refresh,
         expires_in=int(config.access_ttl.total_seconds()),
         user=user,
@@ -126,11 +129,12 @@ async def refresh(ctx: Context, token: str) -> Session:
     """Rotate: the presented token dies and a new one of the same family is issued.
 
     Presenting an already rotated token means it leaked (or a client raced itself): the
-    whole family is revoked, so a thief's copy dies with the owner's.
+    whole family is revoked, so a thief's copy dies with the owner's — and so do the
+    family's access tokens and open sockets, the thief's included.
     """
     token_hash = hash_refresh_token(token)
 
-    async def work(session: AsyncSession) -> Session | None:
+    async def work(session: AsyncSession) -> Session | uuid.UUID | None:
         stored = await user_repo.refresh_token_by_hash(session, token_hash)
         if stored is None or stored.expires_at <= datetime.now(UTC):
             return None
@@ -138,27 +142,40 @@ async def refresh(ctx: Context, token: str) -> Session:
             session, stored.id
         ):
             await user_repo.revoke_refresh_family(session, stored.family_id)
-            return None
+            return stored.family_id
         users = await user_repo.users_by_ids(session, [stored.user_id])
         return await _start_session(ctx, session, users[0], stored.family_id)
 
     result = await run_in_transaction(ctx.services.db.writer, work)
+    if isinstance(result, uuid.UUID):
+        await _sign_out(ctx, result)
+        result = None
     if result is None:
         raise InvalidCredentialsError(BAD_REFRESH)
     return result
 
 
+async def _sign_out(ctx: Context, family_id: uuid.UUID) -> None:
+    """After the family's revocation committed: its access tokens and sockets too."""
+    revocations = ctx.services.revocations
+    if revocations is not None:
+        await revocations.revoke(family_id)
+
+
 async def logout(ctx: Context, token: str) -> None:
-    """Revoke the caller's refresh token (its family: every rotation of that login)."""
+    """Revoke the caller's refresh token (its family: every rotation of that login), the
+    login's access tokens, and close its open sockets and streams."""
     user_id = ctx.user_id()
     token_hash = hash_refresh_token(token)
 
-    async def work(session: AsyncSession) -> bool:
+    async def work(session: AsyncSession) -> uuid.UUID | None:
         stored = await user_repo.refresh_token_by_hash(session, token_hash)
         if stored is None or stored.user_id != user_id or stored.revoked_at is not None:
-            return False
+            return None
         await user_repo.revoke_refresh_family(session, stored.family_id)
-        return True
+        return stored.family_id
 
-    if not await run_in_transaction(ctx.services.db.writer, work):
+    family_id = await run_in_transaction(ctx.services.db.writer, work)
+    if family_id is None:
         raise InvalidCredentialsError("This refresh token is not a live token of yours.")
+    await _sign_out(ctx, family_id)

@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from auth.backend import KnownUsers, Viewer
+from auth.backend import Authenticator, KnownUsers, Viewer
 from auth.rate_limit import AuthRateLimiter
+from auth.revocation import RevocationWatch
 from auth.tokens import TokenConfig
 from models.database import Database
 from resolvers.errors import Unauthenticated
@@ -33,6 +34,10 @@ class Services:
     subscriber_queue_size: int = 1000
     # Login and register attempts per IP and failed logins per account (issue 10).
     auth_limits: AuthRateLimiter | None = None
+    # Bearer tokens to viewers (own and external tokens, signed-out logins refused).
+    authenticator: Authenticator | None = None
+    # Signed-out logins: their access tokens denied, their sockets closed.
+    revocations: RevocationWatch | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -19,12 +19,20 @@ from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
+from auth.backend import (
+    Authenticator,
+    BearerTokenBackend,
+    KnownUsers,
+    unauthenticated_response,
+)
+from auth.external import ExternalTokens, external_config
 from auth.rate_limit import AuthRateLimiter
+from auth.revocation import RevocationWatch, revocations_from_url
 from auth.tokens import TokenConfig, development_secret
 from models.database import Database
 from models.migrate import SchemaBehind, require_current_schema, upgrade
 from models.user import users_by_ids
+from resolvers.accounts import external_user
 from resolvers.context import Services
 from resolvers.reads import SEEN_HEADER
 from schema import build_schema
@@ -133,6 +141,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return bool(await users_by_ids(session, [user_id]))
 
     known_users = services.known_users = KnownUsers(user_exists)
+    revocations = services.revocations = RevocationWatch(
+        revocations_from_url(settings.redis_url), broker, tokens.access_ttl.total_seconds()
+    )
+    external = external_config(settings)
+    services.authenticator = Authenticator(
+        tokens,
+        known_users,
+        external=(
+            ExternalTokens(external, lambda identity: external_user(services, identity))
+            if external is not None
+            else None
+        ),
+        denylist=revocations,
+    )
     limits = QueryLimits(
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
@@ -221,6 +243,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.db.dispose()
             raise
         await services.broker.connect()
+        revocations.start()
         if settings.gc_freeze:
             # What exists now (modules, the schema, metadata, pools) lives as long as the
             # process: moved out of the collector's sight, later full collections only
@@ -234,6 +257,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await revocations.stop()
             if services.presence is not None:
                 await services.presence.aclose()
             if cache is not None:
@@ -279,7 +303,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 AuthenticationMiddleware,
-                backend=BearerTokenBackend(tokens, known_users),
+                backend=BearerTokenBackend(services.authenticator),
                 on_error=unauthenticated_response,
             ),
             # Keep last: the middleware above still sees every socket.

@@ -24,7 +24,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from auth.backend import Viewer, viewer_from_header
+from auth.backend import Authenticator, SignedOut, UnknownUser, Viewer
 from auth.tokens import InvalidToken
 from resolvers.context import Context, Services
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
@@ -117,10 +117,10 @@ async def _require_json_object(request: Request) -> None:
         raise HTTPException(400, "The request body must be a JSON object with a `query`.")
 
 
-async def _close_expired(websocket: WebSocket) -> None:
+async def _close_expired(websocket: WebSocket, reason: str = "Access token expired") -> None:
     # The socket may be closing already; then there is nothing left to do.
     with contextlib.suppress(Exception):
-        await websocket.close(code=4403, reason="Access token expired")
+        await websocket.close(code=4403, reason=reason)
 
 
 class LegacyHandler(LegacyProtocolRules, RateLimitedStart, LegacyProtocolHandler):
@@ -221,9 +221,13 @@ class ConcordGraphQL(EventStreams):
             try:
                 await super().__call__(scope, receive, send)
             finally:
-                timer = scope.get("state", {}).get("token_timer")
+                state = scope.get("state", {})
+                timer = state.get("token_timer")
                 if timer is not None:
                     timer.cancel()
+                unwatch = state.get("revocation_unwatch")
+                if unwatch is not None:
+                    unwatch()
             return
         request = Request(scope=scope, receive=receive)
         # Before every path that answers: the compiled reads and the cache included.
@@ -296,17 +300,19 @@ class ConcordGraphQL(EventStreams):
         header = params.get("authorization") or params.get("Authorization")
         if header is None:
             header = context.request.headers.get("authorization")
+        authenticator = self.services.authenticator or Authenticator(
+            self.services.tokens, self.services.known_users
+        )
         try:
-            viewer = viewer_from_header(
-                self.services.tokens, header if isinstance(header, str) else ""
-            )
+            viewer = await authenticator.viewer(header if isinstance(header, str) else "")
+        except UnknownUser as exc:
+            raise ConnectionRejectionError({"reason": "unknown user"}) from exc
+        except SignedOut as exc:
+            raise ConnectionRejectionError({"reason": "signed out"}) from exc
         except InvalidToken as exc:
             raise ConnectionRejectionError({"reason": "invalid or expired token"}) from exc
         if viewer is None:
             raise ConnectionRejectionError({"reason": "authentication required"})
-        known = self.services.known_users
-        if known is not None and not await known(viewer.user_id):
-            raise ConnectionRejectionError({"reason": "unknown user"})
         context.viewer = viewer
         context.per_connection = True
         context.reset_loaders()
@@ -315,7 +321,21 @@ class ConcordGraphQL(EventStreams):
         timer = asyncio.get_running_loop().call_later(
             max(delay, 0.0), lambda: asyncio.ensure_future(_close_expired(websocket))
         )
-        websocket.scope.setdefault("state", {})["token_timer"] = timer
+        state = websocket.scope.setdefault("state", {})
+        state["token_timer"] = timer
+        revocations = self.services.revocations
+        if revocations is not None and viewer.session_id is not None:
+            # Signing out (on any process) closes the socket the same way as expiry.
+
+            def signed_out() -> None:
+                state["revocation_close"] = asyncio.ensure_future(
+                    _close_expired(websocket, "Signed out")
+                )
+
+            state["revocation_unwatch"] = revocations.watch(viewer.session_id, signed_out)
+            # Signed out between the token's check and the watch: no message will come.
+            if await revocations.is_revoked(viewer.session_id):
+                raise ConnectionRejectionError({"reason": "signed out"})
         acknowledged: UnsetType = UNSET  # the plain connection_ack, no payload
         return acknowledged
 

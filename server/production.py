@@ -34,6 +34,11 @@ def unsafe_settings(settings: Settings) -> list[str]:
             "JWT_SECRET is unset: production uses an explicit secret shared by every process, "
             "not one generated into the data directory."
         )
+    if settings.jwt_jwks_url and not settings.jwt_jwks_url.lower().startswith("https://"):
+        problems.append(
+            "JWT_JWKS_URL must be https://: keys fetched in the clear can be replaced on the "
+            "way, and with them anyone can sign tokens this API accepts."
+        )
     if settings.metrics_token and len(settings.metrics_token) < MIN_METRICS_TOKEN:
         problems.append(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} characters.")
     return problems

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     jwt_audience: str = "concord"
     access_token_ttl_seconds: int = Field(default=900, ge=10)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # An external identity provider (OAuth 2.0 / OIDC): its key set, switching on RS256 and
+    # ES256 bearer tokens beside our own, and the `iss` and `aud` its tokens must carry
+    # (both required with the URL; JWT_ISSUER/JWT_AUDIENCE stay those of our own tokens).
+    jwt_jwks_url: str | None = None
+    jwt_jwks_issuer: str | None = None
+    jwt_jwks_audience: str | None = None
 
     max_query_depth: int = Field(default=12, ge=1)
     max_aliases: int = Field(default=30, ge=1)
@@ -102,7 +108,15 @@ class Settings(BaseSettings):
         parse(value)  # raises ValueError naming the malformed rate
         return value
 
-    @field_validator("database_url", "database_read_url", "redis_url", "jwt_secret")
+    @field_validator(
+        "database_url",
+        "database_read_url",
+        "redis_url",
+        "jwt_secret",
+        "jwt_jwks_url",
+        "jwt_jwks_issuer",
+        "jwt_jwks_audience",
+    )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         # `REDIS_URL=` in an env file means "not set", not "a Redis at ''".

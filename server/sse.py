@@ -18,9 +18,10 @@ its broker subscription.
 
 Authentication is the HTTP one (the Bearer header; an invalid or expired token is a 401
 before any stream starts), and the stream ends with an UNAUTHENTICATED error when the
-token expires, as a WebSocket is closed then. A reconnecting client sends the last `id:`
-it saw as `Last-Event-ID` (a browser's EventSource does so by itself); `workspaceEvents`
-then resumes right after that event, whatever its `after` argument says.
+token expires or its login is signed out, as a WebSocket is closed then. A reconnecting
+client sends the last `id:` it saw as `Last-Event-ID` (a browser's EventSource does so by
+itself); `workspaceEvents` then resumes right after that event, whatever its `after`
+argument says.
 
 A subscription sent without `Accept: text/event-stream` is refused with a 400 naming the
 transports that carry subscriptions.
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, cast, overload
 
@@ -58,6 +59,10 @@ SUBSCRIPTIONS_NEED_A_STREAM = (
 EXPIRED = {
     "message": "Your access token expired: reconnect with a fresh token, sending the last "
     "event id as Last-Event-ID to resume.",
+    "extensions": {"code": "UNAUTHENTICATED"},
+}
+SIGNED_OUT = {
+    "message": "This login was signed out: sign in again.",
     "extensions": {"code": "UNAUTHENTICATED"},
 }
 
@@ -92,6 +97,25 @@ def encode_event(event: str, data: str = "", event_id: str | None = None) -> str
 
 class EventStreams(GraphQL[Context, None]):
     """Strawberry's ASGI view, answering `Accept: text/event-stream` as GraphQL over SSE."""
+
+    @staticmethod
+    async def _watch_sign_out(
+        context: Context, signed_out: asyncio.Future[None]
+    ) -> Callable[[], None]:
+        """Resolve `signed_out` when the caller's login is signed out; returns the undo."""
+        viewer, revocations = context.viewer, context.services.revocations
+        if viewer is None or viewer.session_id is None or revocations is None:
+            return lambda: None
+
+        def fire() -> None:
+            if not signed_out.done():
+                signed_out.set_result(None)
+
+        unwatch = revocations.watch(viewer.session_id, fire)
+        # Signed out since the request was authenticated: no message will come for it.
+        if await revocations.is_revoked(viewer.session_id):
+            fire()
+        return unwatch
 
     @overload
     async def run(
@@ -156,14 +180,25 @@ class EventStreams(GraphQL[Context, None]):
         # expiry can interrupt the wait without cancelling the subscription.
         expires = context.viewer.expires_at if context.viewer is not None else None
         pending: asyncio.Future[ExecutionResult] | None = None
+        signed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        unwatch: Callable[[], None] | None = None
         try:
+            unwatch = await self._watch_sign_out(context, signed_out)
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(results))
                 timeout = HEARTBEAT_SECONDS
                 if expires is not None:
                     timeout = min(timeout, (expires - datetime.now(UTC)).total_seconds())
-                done, _ = await asyncio.wait({pending}, timeout=max(timeout, 0.0))
+                waiting: set[asyncio.Future[Any]] = {pending, signed_out}
+                done, _ = await asyncio.wait(
+                    waiting,
+                    timeout=max(timeout, 0.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if signed_out.done():
+                    yield encode_event("next", self.encode_json_string({"errors": [SIGNED_OUT]}))
+                    break
                 if not done:
                     if expires is not None and datetime.now(UTC) >= expires:
                         yield encode_event("next", self.encode_json_string({"errors": [EXPIRED]}))
@@ -180,6 +215,8 @@ class EventStreams(GraphQL[Context, None]):
                 yield encode_event("next", self.encode_json_string(payload), cursor)
             yield encode_event("complete")
         finally:
+            if unwatch is not None:
+                unwatch()
             # The client went away (or the stream ended): stop the operation, so that its
             # broker subscription and tasks end with the response.
             if pending is not None:

@@ -43,8 +43,15 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert {"users", "workspaces", "cards", "events", "event_streams"} <= tables
-    assert "idempotency_keys" in tables
+    assert {
+        "users",
+        "workspaces",
+        "cards",
+        "events",
+        "event_streams",
+        "external_identities",
+        "idempotency_keys",
+    } <= tables
     assert version == (head_revision(),)
 
 

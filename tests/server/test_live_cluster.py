@@ -343,3 +343,30 @@ async def test_presence_across_processes(cluster: list[ServerProcess]) -> None:
                 assert await until(sb, "p", lambda v: v == both) == both
             # Alice's socket closed (process A): Bob, on B, sees her leave.
             assert await until(sb, "p", lambda v: alice.id not in v) == {bob.id}
+
+
+LOGOUT = """mutation($t: String!) { logout(refreshToken: $t) { __typename } }"""
+
+
+async def test_logout_on_one_process_signs_the_login_out_on_the_other(
+    cluster: list[ServerProcess],
+) -> None:
+    _a, b = cluster
+    async with apis(cluster) as (api_a, api_b):
+        alice = await api_a.register()
+        ws = await api_a.workspace(alice)
+        cursor = await last_cursor(api_b, alice, ws["id"])
+        async with socket(b.ws_url) as s:
+            await subscribe_events(s, alice, ws["id"], cursor)
+            await api_b.board(alice, ws["id"])  # B's subscription is live once this arrives
+            assert len(await take_events(s, 1)) == 1
+
+            started = time.monotonic()
+            out = await api_a.ok(LOGOUT, {"t": alice.refresh_token}, alice.token)
+            assert out["logout"]["__typename"] == "LogoutPayload"
+            # The next request to B already refuses the token; B closes the socket itself.
+            refused = await api_b.raw("{ me { id } }", token=alice.token)
+            assert refused.status_code == 401
+            assert refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+            assert await s.closed_with(timeout=TIMEOUT) == 4403
+            assert time.monotonic() - started <= 3.0

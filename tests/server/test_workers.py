@@ -129,7 +129,8 @@ async def test_two_workers_share_the_port_and_both_deliver(tmp_path: Path) -> No
                         await asyncio.sleep(0.5)
                         clients = await client.client_list()
                         pubsub = [c for c in clients if c["name"] == PUBSUB_CLIENT_NAME]
-                        if len(pubsub) == 2 and all(c["sub"] == "1" for c in pubsub):
+                        # Two channels each: the workspace's, and the sign-out listener's.
+                        if len(pubsub) == 2 and all(c["sub"] == "2" for c in pubsub):
                             break
             finally:
                 await client.aclose()

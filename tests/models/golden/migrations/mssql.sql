@@ -194,6 +194,30 @@ UPDATE alembic_version SET version_num='0002_idempotency_keys' WHERE alembic_ver
 
 GO
 
+-- Running upgrade 0002_idempotency_keys -> 0003_external_identities
+
+CREATE TABLE external_identities (
+    id UNIQUEIDENTIFIER NOT NULL,
+    identity_key VARCHAR(64) NOT NULL,
+    issuer NVARCHAR(1000) NOT NULL,
+    subject NVARCHAR(255) NOT NULL,
+    user_id UNIQUEIDENTIFIER NOT NULL,
+    created_at DATETIME2(6) NOT NULL,
+    CONSTRAINT pk_external_identities PRIMARY KEY (id),
+    CONSTRAINT fk_external_identities_user_id_users FOREIGN KEY(user_id) REFERENCES users (id),
+    CONSTRAINT uq_external_identities_identity_key UNIQUE (identity_key)
+);
+
+GO
+
+CREATE INDEX ix_external_identities_user_id ON external_identities (user_id);
+
+GO
+
+UPDATE alembic_version SET version_num='0003_external_identities' WHERE alembic_version.version_num = '0002_idempotency_keys';
+
+GO
+
 COMMIT;
 
 GO

@@ -152,4 +152,22 @@ CREATE INDEX ix_idempotency_keys_expires_at ON idempotency_keys (expires_at);
 
 UPDATE alembic_version SET version_num='0002_idempotency_keys' WHERE alembic_version.version_num = '0001';
 
+-- Running upgrade 0002_idempotency_keys -> 0003_external_identities
+
+CREATE TABLE external_identities (
+    id UUID NOT NULL,
+    identity_key VARCHAR(64) NOT NULL,
+    issuer VARCHAR(1000) NOT NULL,
+    subject VARCHAR(255) NOT NULL,
+    user_id UUID NOT NULL,
+    created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+    CONSTRAINT pk_external_identities PRIMARY KEY (id),
+    CONSTRAINT fk_external_identities_user_id_users FOREIGN KEY(user_id) REFERENCES users (id),
+    CONSTRAINT uq_external_identities_identity_key UNIQUE (identity_key)
+);
+
+CREATE INDEX ix_external_identities_user_id ON external_identities (user_id);
+
+UPDATE alembic_version SET version_num='0003_external_identities' WHERE alembic_version.version_num = '0002_idempotency_keys';
+
 COMMIT;
