@@ -13,7 +13,7 @@ the events themselves.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,23 +61,17 @@ async def archivable_through(
     return None if value is None else int(value)
 
 
-async def events_through(
-    session: AsyncSession, workspace_id: uuid.UUID, through: int
-) -> AsyncIterator[Sequence[Event]]:
-    """The workspace's kept events up to seq `through`, oldest first, a page at a time."""
-    after = 0
-    while True:
-        stmt = (
-            select(Event)
-            .where(Event.workspace_id == workspace_id, Event.seq > after, Event.seq <= through)
-            .order_by(Event.seq)
-            .limit(PAGE)
-        )
-        page = (await session.execute(stmt)).scalars().all()
-        if not page:
-            return
-        yield page
-        after = page[-1].seq
+async def events_page(
+    session: AsyncSession, workspace_id: uuid.UUID, after: int, through: int
+) -> Sequence[Event]:
+    """The workspace's next PAGE kept events after seq `after` up to `through`, oldest first."""
+    stmt = (
+        select(Event)
+        .where(Event.workspace_id == workspace_id, Event.seq > after, Event.seq <= through)
+        .order_by(Event.seq)
+        .limit(PAGE)
+    )
+    return (await session.execute(stmt)).scalars().all()
 
 
 async def directory(

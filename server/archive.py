@@ -30,7 +30,7 @@ import json
 import uuid
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -207,7 +207,6 @@ class Archived:
     updated: int = 0
     kept: int = 0
     pruned: int = 0
-    objects: list[str] = field(default_factory=list)
 
     @property
     def verified(self) -> int:
@@ -228,7 +227,11 @@ async def _put_verified(store: Store, key: str, data: bytes) -> None:
 
 
 async def _store_day(
-    store: Store, key: str, records: dict[int, dict[str, Any]], result: Archived
+    store: Store,
+    workspace_id: uuid.UUID,
+    day: date,
+    records: dict[int, dict[str, Any]],
+    result: Archived,
 ) -> dict[str, Any]:
     """Store one workspace-day (merged with what the store already holds), verified.
 
@@ -237,6 +240,7 @@ async def _store_day(
     had dated earlier) is stored again with both; one holding a *different* event under the
     same seq is another database's archive and stops the run.
     """
+    key = day_key(workspace_id, day)
     where = f"{store.url}/{key}"
     existing = await asyncio.to_thread(store.get, key)
     merged = dict(records)
@@ -262,11 +266,10 @@ async def _store_day(
     back = parse_lines(unpack(data, where), where)
     if not set(records) <= set(back) or len(back) != len(merged):
         raise ArchiveError(f"{where}: read back with {len(back)} events, expected {len(merged)}")
-    workspace_id, day = records[min(records)]["workspace_id"], key.split("date=")[1][:10]
     return {
         "key": key,
-        "workspace_id": workspace_id,
-        "date": day,
+        "workspace_id": str(workspace_id),
+        "date": day.isoformat(),
         "count": len(back),
         "first_seq": min(back),
         "last_seq": max(back),
@@ -319,39 +322,28 @@ async def archive_events(
     try:
         await _require_schema(db)
         async with db.primary_reader() as session:
-            for workspace_id in await rows.workspaces_with_events_before(session, before):
+            candidates = await rows.workspaces_with_events_before(session, before)
+        for workspace_id in candidates:
+            async with db.primary_reader() as session:
                 last = await rows.archivable_through(session, workspace_id, before)
-                if last is None:
-                    continue
-                days: dict[date, dict[int, dict[str, Any]]] = defaultdict(dict)
-                actors: set[uuid.UUID] = set()
-                async for page in rows.events_through(session, workspace_id, last):
-                    for event in page:
-                        days[event.occurred_at.astimezone(UTC).date()][event.seq] = event_record(
-                            event
-                        )
-                        if event.actor_id is not None:
-                            actors.add(event.actor_id)
-                if not days:
-                    continue
-                for day in sorted(days):
-                    entry = await _store_day(store, day_key(workspace_id, day), days[day], result)
-                    objects[entry["key"]] = entry
-                    result.events += len(days[day])
-                    result.objects.append(entry["key"])
+            if last is None:
+                continue
+            actors = await _archive_log(db, store, workspace_id, last, objects, result)
+            async with db.primary_reader() as session:
                 workspace, memberships, users = await rows.directory(session, workspace_id, actors)
-                if workspace is None:  # pragma: no cover - events keep their workspace (FK)
-                    raise ArchiveError(f"workspace {workspace_id} has events but no row")
-                snapshot = {
-                    "workspace": workspace_record(workspace),
-                    "memberships": [membership_record(m) for m in memberships],
-                    "users": [user_record(u) for u in users],
-                }
-                entry = await _store_workspace(store, workspace_id, snapshot, result)
-                directories[entry["key"]] = entry
-                through[workspace_id] = last
-                result.workspaces += 1
+            if workspace is None:  # pragma: no cover - events keep their workspace (FK)
+                raise ArchiveError(f"workspace {workspace_id} has events but no row")
+            snapshot = {
+                "workspace": workspace_record(workspace),
+                "memberships": [membership_record(m) for m in memberships],
+                "users": [user_record(u) for u in users],
+            }
+            entry = await _store_workspace(store, workspace_id, snapshot, result)
+            directories[entry["key"]] = entry
+            through[workspace_id] = last
+            result.workspaces += 1
         if result.events:
+            # Last: an archive lists only objects that were read back and matched.
             data = manifest_bytes(objects, directories)
             if await asyncio.to_thread(store.get, MANIFEST) != data:
                 await _put_verified(store, MANIFEST, data)
@@ -361,6 +353,50 @@ async def archive_events(
     finally:
         await db.dispose()
     return result
+
+
+async def _archive_log(
+    db: Database,
+    store: Store,
+    workspace_id: uuid.UUID,
+    through: int,
+    objects: dict[str, dict[str, Any]],
+    result: Archived,
+) -> set[uuid.UUID]:
+    """Store the workspace's events up to `through`, a day at a time; the actors seen.
+
+    A page per short read transaction, and one day's events in memory at a time. A day
+    met again further on (an event dated a little earlier than the one before it) is
+    merged into the object already stored.
+    """
+    actors: set[uuid.UUID] = set()
+    day: date | None = None
+    records: dict[int, dict[str, Any]] = {}
+
+    async def flush() -> None:
+        if day is None or not records:
+            return
+        entry = await _store_day(store, workspace_id, day, records, result)
+        objects[entry["key"]] = entry
+        result.events += len(records)
+
+    after = 0
+    while True:
+        async with db.primary_reader() as session:
+            page = await rows.events_page(session, workspace_id, after, through)
+        if not page:
+            break
+        for event in page:
+            when = event.occurred_at.astimezone(UTC).date()
+            if when != day:
+                await flush()
+                day, records = when, {}
+            records[event.seq] = event_record(event)
+            if event.actor_id is not None:
+                actors.add(event.actor_id)
+        after = page[-1].seq
+    await flush()
+    return actors
 
 
 async def _prune(db: Database, workspace_id: uuid.UUID, through: int) -> int:

@@ -497,3 +497,43 @@ async def test_a_damaged_archive_is_neither_pruned_against_nor_restored(
     async with running_app(settings_for(fresh_url, tmp_path / "fresh")) as fresh:
         login = await fresh.ok(LOGIN, {"e": alice.email, "p": "correct horse battery"})
         assert login["login"]["__typename"] != "AuthPayload"
+
+
+async def test_a_later_run_adds_the_rest_of_a_day_to_its_object(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    """`--before` may be a time: the day's object then grows on the next run, in place."""
+    alice = await api.register("alice")
+    space = await api.workspace(alice)
+    await api.board(alice, space["id"], "one")
+    first_cut = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    await api.board(alice, space["id"], "two")
+    everything = await edges(api, alice, space["id"])
+    second_cut = datetime.now(UTC)
+    dest = tmp_path / "archive"
+
+    def run(cut: datetime, *extra: str) -> Any:
+        return concord(
+            "archive-events", "--before", cut.isoformat(), "--to", str(dest), *extra,
+            database_url=database_url, cwd=tmp_path,
+        )  # fmt: skip
+
+    first = await run(first_cut)
+    assert first.returncode == 0, first.stderr
+    assert "1 updated" not in first.stdout
+    key = f"workspace={space['id']}/date={first_cut.date()}/events.jsonl.gz"
+    assert (dest / key).exists()
+    (entry,) = json.loads((dest / "manifest.json").read_text())["objects"]
+    assert entry["count"] == len(everything) - 1
+
+    second = await run(second_cut, "--prune")
+    assert second.returncode == 0, second.stderr
+    assert "1 updated" in second.stdout
+    (entry,) = json.loads((dest / "manifest.json").read_text())["objects"]
+    assert entry["count"] == len(everything)
+    assert entry["sha256"] == hashlib.sha256((dest / key).read_bytes()).hexdigest()
+    lines = gzip.decompress((dest / key).read_bytes()).decode().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [e["node"]["seq"] for e in everything]
+    assert f"pruned {len(everything)} events" in second.stdout
+    assert await edges(api, alice, space["id"]) == []
