@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import archive as rows
@@ -47,6 +48,17 @@ from server.settings import Settings
 FORMAT = "concord-event-archive"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+
+def database_error(exc: Exception) -> ArchiveError:
+    """A database failure as one line: the driver's own message, never the statement's
+    parameters (which may be password hashes)."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    return ArchiveError(f"cannot use the database: {type(original).__name__}: {text}".rstrip(": "))
 
 
 # ---- arguments ------------------------------------------------------------------------------
@@ -235,10 +247,11 @@ async def _store_day(
 ) -> dict[str, Any]:
     """Store one workspace-day (merged with what the store already holds), verified.
 
-    An object already holding every one of these events is read and checked, not stored
-    again. One holding some of them (a later run found events that a clock a little behind
-    had dated earlier) is stored again with both; one holding a *different* event under the
-    same seq is another database's archive and stops the run.
+    An object already holding every one of these events (and maybe more, pruned since) is
+    read and checked, not stored again. One holding some of them (an earlier run cut the
+    day at a time, or a clock a little behind dated an event earlier) is stored again with
+    both. One holding a *different* event under the same seq is another database's archive
+    and stops the run.
     """
     key = day_key(workspace_id, day)
     where = f"{store.url}/{key}"
@@ -293,14 +306,14 @@ async def _store_workspace(
             raise ArchiveError(f"{where}: not a workspace object ({exc})") from exc
         people.update({u["id"]: u for u in snapshot["users"]})
         snapshot = {**snapshot, "users": [people[k] for k in sorted(people)]}
-        if held == snapshot:
-            result.kept += 1
-            return {"key": key, "workspace_id": str(workspace_id), "sha256": sha256(existing),
-                    "bytes": len(existing)}  # fmt: skip
     data = pack(canonical(snapshot) + "\n")
-    await _put_verified(store, key, data)
-    result.written += existing is None
-    result.updated += existing is not None
+    if existing is not None and held == snapshot:
+        data = existing
+        result.kept += 1
+    else:
+        await _put_verified(store, key, data)
+        result.written += existing is None
+        result.updated += existing is not None
     return {
         "key": key,
         "workspace_id": str(workspace_id),
@@ -313,6 +326,15 @@ async def archive_events(
     settings: Settings, store: Store, before: datetime, *, prune: bool
 ) -> Archived:
     """Archive every workspace's events before `before` to `store`; with `prune`, delete them."""
+    try:
+        return await _archive_events(settings, store, before, prune=prune)
+    except (SQLAlchemyError, OSError) as exc:
+        raise database_error(exc) from exc
+
+
+async def _archive_events(
+    settings: Settings, store: Store, before: datetime, *, prune: bool
+) -> Archived:
     result = Archived()
     manifest = await asyncio.to_thread(read_manifest, store)  # a foreign one stops us here
     objects = {o["key"]: o for o in (manifest or {}).get("objects", [])}
@@ -446,9 +468,10 @@ def _checked(store: Store, entry: dict[str, Any]) -> bytes:
     return data
 
 
-def _load_archive(
-    store: Store,
-) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+Records = list[dict[str, Any]]
+
+
+def _load_archive(store: Store) -> tuple[dict[str, dict[str, Any]], dict[str, Records]]:
     """Every workspace object and every workspace's events, each checked against the manifest."""
     manifest = read_manifest(store)
     if manifest is None:
@@ -495,6 +518,15 @@ def _when(text: str) -> datetime:
 async def restore_events(settings: Settings, store: Store) -> Restored:
     """Read the archive in `store` into the (empty) database; all of it, or nothing."""
     snapshots, events = await asyncio.to_thread(_load_archive, store)
+    try:
+        return await _restore(settings, snapshots, events)
+    except (SQLAlchemyError, OSError) as exc:
+        raise database_error(exc) from exc
+
+
+async def _restore(
+    settings: Settings, snapshots: dict[str, dict[str, Any]], events: dict[str, Records]
+) -> Restored:
     people: dict[str, dict[str, Any]] = {}
     for snapshot in snapshots.values():
         people.update({u["id"]: u for u in snapshot["users"]})

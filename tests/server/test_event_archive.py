@@ -537,3 +537,22 @@ async def test_a_later_run_adds_the_rest_of_a_day_to_its_object(
     assert [json.loads(line)["seq"] for line in lines] == [e["node"]["seq"] for e in everything]
     assert f"pruned {len(everything)} events" in second.stdout
     assert await edges(api, alice, space["id"]) == []
+
+
+def test_an_unreachable_database_is_a_clear_error_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "archive"
+    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/concord"
+    monkeypatch.setenv("CONCORD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", nowhere)
+    code = main(["archive-events", "--before", "2026-01-01", "--to", str(dest)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.startswith("concord archive-events: cannot use the database: ")
+    assert "Traceback" not in err
+    assert not dest.exists()
+    code = main(["restore-events", "--from", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "manifest.json" in err  # the archive is checked before the database is opened
