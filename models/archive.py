@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import BigInteger, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import Base
@@ -29,6 +29,8 @@ PAGE = 2000
 INSERT_BATCH = 100
 # Events deleted per transaction when pruning: short transactions, short row locks.
 DELETE_BATCH = 5000
+# Above every sequence number: "no event at or after the cut-off".
+BIGINT_MAX = 2**63 - 1
 
 
 async def workspaces_with_events_before(session: AsyncSession, before: datetime) -> list[uuid.UUID]:
@@ -55,7 +57,7 @@ async def archivable_through(
     )
     stmt = select(func.max(Event.seq)).where(
         Event.workspace_id == workspace_id,
-        (first_late.is_(None)) | (Event.seq < first_late),
+        Event.seq < func.coalesce(first_late, literal(BIGINT_MAX, BigInteger)),
     )
     value = (await session.execute(stmt)).scalar_one_or_none()
     return None if value is None else int(value)
