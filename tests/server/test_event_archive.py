@@ -556,3 +556,24 @@ def test_an_unreachable_database_is_a_clear_error_and_nothing_is_written(
     _, err = capsys.readouterr()
     assert code == 1
     assert "manifest.json" in err  # the archive is checked before the database is opened
+
+
+def test_a_missing_bucket_is_a_clear_error(
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in aws_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    code, _, err = in_process(
+        monkeypatch, capsys, tmp_path,
+        "archive-events", "--before", "2026-01-01", "--to", "s3://no-such-bucket/events",
+    )  # fmt: skip
+    assert code == 1
+    assert "there is no bucket 'no-such-bucket'" in err
+    code, _, err = in_process(
+        monkeypatch, capsys, tmp_path, "restore-events", "--from", "s3://no-such-bucket/events"
+    )
+    assert code == 1
+    assert "there is no bucket 'no-such-bucket'" in err
