@@ -336,9 +336,10 @@ async def _archive_events(
     settings: Settings, store: Store, before: datetime, *, prune: bool
 ) -> Archived:
     result = Archived()
-    manifest = await asyncio.to_thread(read_manifest, store)  # a foreign one stops us here
-    objects = {o["key"]: o for o in (manifest or {}).get("objects", [])}
-    directories = {w["key"]: w for w in (manifest or {}).get("workspaces", [])}
+    await asyncio.to_thread(read_manifest, store)  # a foreign one stops us here
+    # This run's entries; merged into the manifest as it is when this run writes it.
+    objects: dict[str, dict[str, Any]] = {}
+    directories: dict[str, dict[str, Any]] = {}
     db = Database(settings.write_url, lock_timeout=settings.database_lock_timeout_seconds)
     through: dict[uuid.UUID, int] = {}
     try:
@@ -365,16 +366,30 @@ async def _archive_events(
             through[workspace_id] = last
             result.workspaces += 1
         if result.events:
-            # Last: an archive lists only objects that were read back and matched.
-            data = manifest_bytes(objects, directories)
-            if await asyncio.to_thread(store.get, MANIFEST) != data:
-                await _put_verified(store, MANIFEST, data)
+            await _write_manifest(store, objects, directories)
         if prune:
             for workspace_id, last in through.items():
                 result.pruned += await _prune(db, workspace_id, last)
     finally:
         await db.dispose()
     return result
+
+
+async def _write_manifest(
+    store: Store, objects: dict[str, dict[str, Any]], directories: dict[str, dict[str, Any]]
+) -> None:
+    """Add this run's entries to the manifest, written last and read back.
+
+    An archive lists only objects that were read back and matched. The manifest is read
+    again here, just before it is written, so that the window in which another run's entries
+    could be lost is as short as it can be without a lock.
+    """
+    current = await asyncio.to_thread(read_manifest, store) or {}
+    listed = {o["key"]: o for o in current.get("objects", [])} | objects
+    workspaces = {w["key"]: w for w in current.get("workspaces", [])} | directories
+    data = manifest_bytes(listed, workspaces)
+    if await asyncio.to_thread(store.get, MANIFEST) != data:
+        await _put_verified(store, MANIFEST, data)
 
 
 async def _archive_log(
