@@ -140,6 +140,10 @@ def _prune_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def _archive_events(args: argparse.Namespace) -> int:
     from server.archive import archive_events, parse_before
     from server.archive_store import ArchiveError, UsageError, open_store
@@ -161,9 +165,10 @@ def _archive_events(args: argparse.Namespace) -> int:
         print(f"no events before {when} to archive")  # noqa: T201
         return 0
     print(  # noqa: T201
-        f"archived {done.events} events of {done.workspaces} workspaces before {when} to "
-        f"{store.url}: {done.written} objects written, {done.updated} updated, {done.kept} "
-        f"already there; all {done.verified} verified (read back: count and sha256)"
+        f"archived {_count(done.events, 'event')} of {_count(done.workspaces, 'workspace')} "
+        f"before {when} to {store.url}: {_count(done.written, 'object')} written, "
+        f"{done.updated} updated, {done.kept} already there; all {done.verified} verified "
+        "(read back: count and sha256)"
     )
     if args.prune:
         print(  # noqa: T201
@@ -187,8 +192,8 @@ def _restore_events(args: argparse.Namespace) -> int:
         print(f"concord restore-events: {exc}", file=sys.stderr)  # noqa: T201
         return 1
     print(  # noqa: T201
-        f"restored {done.events} events of {done.workspaces} workspaces and "
-        f"{done.users} people from {store.url}"
+        f"restored {_count(done.events, 'event')} of {_count(done.workspaces, 'workspace')} "
+        f"and {done.users} {'person' if done.users == 1 else 'people'} from {store.url}"
     )
     return 0
 
