@@ -240,7 +240,11 @@ async def prune(session: AsyncSession, keep: int) -> int:
 
 
 def read_scope_stmt(workspace_id: uuid.UUID, user_id: uuid.UUID) -> Select[Any]:
-    """The workspace's last seq and the user's role there, in one statement."""
+    """The workspace's last seq, the user's role there and the oldest kept seq, in one statement.
+
+    The oldest kept seq belongs to the scope because pruning changes what a read answers
+    (CURSOR_EXPIRED, fewer events) without appending an event.
+    """
     role = (
         select(Membership.role)
         .where(Membership.workspace_id == workspace_id, Membership.user_id == user_id)
@@ -251,12 +255,18 @@ def read_scope_stmt(workspace_id: uuid.UUID, user_id: uuid.UUID) -> Select[Any]:
         .where(EventStream.workspace_id == workspace_id)
         .scalar_subquery()
     )
-    return select(last.label("last_seq"), role.label("role"))
+    oldest = select(func.min(Event.seq)).where(Event.workspace_id == workspace_id).scalar_subquery()
+    return select(last.label("last_seq"), role.label("role"), oldest.label("first_seq"))
 
 
 async def read_scope(
     session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID
-) -> tuple[int | None, str | None]:
-    """(last seq, role): None for a workspace without a log, or for a non-member."""
+) -> tuple[int | None, str | None, int | None]:
+    """(last seq, role, oldest kept seq): None for a workspace without a log, for a
+    non-member, for an empty log."""
     row = (await session.execute(read_scope_stmt(workspace_id, user_id))).one()
-    return (None if row.last_seq is None else int(row.last_seq)), row.role
+    return (
+        None if row.last_seq is None else int(row.last_seq),
+        row.role,
+        None if row.first_seq is None else int(row.first_seq),
+    )

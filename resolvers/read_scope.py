@@ -3,8 +3,9 @@
 Every change in a workspace (memberships included) appends an event and advances the
 workspace's sequence number in the same transaction. A read confined to one workspace
 therefore answers the same as long as that number and the caller's role there are the
-same: `(workspace, last seq, role)` is the read's scope, and a response cache keyed by it
-can never serve an answer older than the last commit it has seen.
+same, and as long as no event was pruned from its log: `(workspace, last seq, role, oldest
+kept seq)` is the read's scope, and a response cache keyed by it can never serve an answer
+older than the last commit it has seen.
 
 The scope is read *before* the data: the data is then at least as new as the scope, so an
 answer is never filed under a sequence number newer than the state it shows.
@@ -36,6 +37,8 @@ class Scope:
     workspace_id: uuid.UUID
     last_seq: int | None
     role: str | None
+    # The oldest event kept: pruning changes answers without advancing last_seq.
+    first_seq: int | None = None
 
 
 class ReadScopes:
@@ -52,10 +55,12 @@ class ReadScopes:
                 workspace_id = await self._workspace_of(session, field, arguments)
                 if workspace_id is None:
                     return None
-                seq, role = await event_store.read_scope(session, workspace_id, ctx.viewer.user_id)
+                seq, role, oldest = await event_store.read_scope(
+                    session, workspace_id, ctx.viewer.user_id
+                )
         except DomainError:
             return None
-        return Scope(workspace_id, seq, role)
+        return Scope(workspace_id, seq, role, oldest)
 
     async def _workspace_of(
         self, session: AsyncSession, field: str, arguments: dict[str, Any]

@@ -1,5 +1,5 @@
-"""The `concord` command: serve, migrate, prune-events, prune-idempotency-keys, export-schema,
-odbc-setup, create-user, seed-demo."""
+"""The `concord` command: serve, migrate, prune-events, prune-idempotency-keys,
+archive-events, restore-events, export-schema, odbc-setup, create-user, seed-demo."""
 
 from __future__ import annotations
 
@@ -166,6 +166,64 @@ def _prune_idempotency_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _archive_events(args: argparse.Namespace) -> int:
+    from server.archive import archive_events, parse_before
+    from server.archive_store import ArchiveError, UsageError, open_store
+    from server.settings import load_settings
+
+    try:
+        # Every argument is checked before anything is read or written.
+        before = parse_before(args.before)
+        store = open_store(args.to, "--to", must_exist=False)
+        done = asyncio.run(archive_events(load_settings(), store, before, prune=args.prune))
+    except UsageError as exc:
+        print(f"concord archive-events: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except ArchiveError as exc:
+        print(f"concord archive-events: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    when = before.isoformat().replace("+00:00", "Z")
+    if not done.events:
+        print(f"no events before {when} to archive")  # noqa: T201
+        return 0
+    print(  # noqa: T201
+        f"archived {_count(done.events, 'event')} of {_count(done.workspaces, 'workspace')} "
+        f"before {when} to {store.url}: {_count(done.written, 'object')} written, "
+        f"{done.updated} updated, {done.kept} already there; all {done.verified} verified "
+        "(read back: count and sha256)"
+    )
+    if args.prune:
+        print(  # noqa: T201
+            f"pruned {done.pruned} events from the database; older cursors answer CURSOR_EXPIRED"
+        )
+    return 0
+
+
+def _restore_events(args: argparse.Namespace) -> int:
+    from server.archive import restore_events
+    from server.archive_store import ArchiveError, UsageError, open_store
+    from server.settings import load_settings
+
+    try:
+        store = open_store(args.source, "--from", must_exist=True)
+        done = asyncio.run(restore_events(load_settings(), store))
+    except UsageError as exc:
+        print(f"concord restore-events: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except ArchiveError as exc:
+        print(f"concord restore-events: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(  # noqa: T201
+        f"restored {_count(done.events, 'event')} of {_count(done.workspaces, 'workspace')} "
+        f"and {done.users} {'person' if done.users == 1 else 'people'} from {store.url}"
+    )
+    return 0
+
+
 def _export_schema(args: argparse.Namespace) -> int:
     from schema import build_schema
 
@@ -289,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
         help="delete expired Idempotency-Keys (each request deletes its own user's anyway)",
     )
     keys.set_defaults(run=_prune_idempotency_keys)
+    _add_archive_commands(commands)
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(run=_export_schema)
     odbc = commands.add_parser(
@@ -298,6 +357,44 @@ def parser() -> argparse.ArgumentParser:
     odbc.set_defaults(run=_odbc_setup)
     _add_account_commands(commands)
     return root
+
+
+def _add_archive_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    archive = commands.add_parser(
+        "archive-events",
+        help="write events older than a date to a directory or S3, verified; --prune deletes them",
+        description="Write every workspace's events older than --before as gzip-compressed "
+        "JSON Lines (one object per workspace and day, a manifest with counts and sha256) to "
+        "a directory or s3://bucket/prefix, read each object back to verify it, and with "
+        "--prune delete the verified events from the database. Re-runs verify what is "
+        "already there instead of writing it again.",
+    )
+    archive.add_argument(
+        "--before",
+        required=True,
+        help="a day (2026-11-30: midnight UTC) or a time (2026-11-30T18:00:00Z)",
+    )
+    archive.add_argument(
+        "--to", required=True, help="a directory, or s3://bucket/prefix (AWS_ENDPOINT_URL honoured)"
+    )
+    archive.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the archived events once verified (older cursors get CURSOR_EXPIRED)",
+    )
+    archive.set_defaults(run=_archive_events)
+    restore = commands.add_parser(
+        "restore-events",
+        help="read an event archive into an empty database",
+        description="Read an archive written by archive-events (checked against its manifest) "
+        "into an empty database: the workspaces, their members and people, and the events, so "
+        "that the events and cardHistory queries answer the archived history. Refuses a "
+        "database that holds anything.",
+    )
+    restore.add_argument(
+        "--from", dest="source", required=True, help="a directory, or s3://bucket/prefix"
+    )
+    restore.set_defaults(run=_restore_events)
 
 
 def _add_account_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,7 +7,8 @@ answered with an error, anything the general path answered.
 
 The key is a hash of the document, the operation name, the variables and the read's scope
 (`resolvers.read_scope`): the workspace, its last sequence number and the caller's role
-there. A commit in the workspace advances the sequence number, so every process computes a
+there, and the oldest event its log still keeps (pruning deletes events without appending
+one). A commit in the workspace advances the sequence number, so every process computes a
 new key at once and the old entry is never read again; nothing has to be deleted. Entries
 also expire (a TTL) and memory is bounded: an LRU of at most `max_bytes` in the process, or
 Redis (shared by all processes) when `REDIS_URL` is set, with the TTL bounding its size.
@@ -132,6 +133,7 @@ class ResponseCache:
                 str(scope.workspace_id),
                 scope.last_seq,
                 scope.role,
+                scope.first_seq,
             ],
             option=orjson.OPT_SORT_KEYS,
         )

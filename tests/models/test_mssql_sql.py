@@ -35,7 +35,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import CallableColumnDefault
 
-from models import board, card, comment, user, workspace
+from models import archive, board, card, comment, user, workspace
 from models import event as event_store
 from models.base import Base
 from models.event import append_stmt, bump_seq_stmt, read_seq_stmt
@@ -283,6 +283,10 @@ READS: dict[str, Callable[[AsyncSession], Awaitable[Any]]] = {
     ),
     "read_scope": lambda s: event_store.read_scope(s, ID_1, ID_2),
     "workspace_of_card": lambda s: card.workspace_of_card(s, ID_1),
+    # `concord archive-events`: the gapless prefix before a time, read a page at a time.
+    "archive_workspaces": lambda s: archive.workspaces_with_events_before(s, WHEN),
+    "archive_through": lambda s: archive.archivable_through(s, ID_1, WHEN),
+    "archive_events_page": lambda s: archive.events_page(s, ID_1, 2000, 5000),
 }
 
 

@@ -15,6 +15,8 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from models.event import prune
+from models.transaction import run_in_transaction
 from server.response_cache import MemoryStore
 from tests.api import Api, empty_tables, running_app, settings_for
 from tests.services import redis_url, unavailable
@@ -99,6 +101,34 @@ async def test_a_removed_member_no_longer_gets_the_cached_answer(two: tuple[Api,
     assert removed["removeMember"]["__typename"] == "DeletePayload", removed
     assert await reader.ok(BOARD, {"id": board["id"]}, member.token) == {"board": None}
     assert (await reader.ok(BOARD, {"id": board["id"]}, owner.token))["board"]["name"] == "Plan"
+
+
+EVENTS_AFTER = """query($w: ID!, $a: String) { events(workspaceId: $w, after: $a, first: 100) {
+  edges { cursor node { seq type } } } }"""
+
+
+async def test_a_pruned_log_is_not_answered_from_the_cache(two: tuple[Api, Api]) -> None:
+    """Pruning appends no event, so the last seq alone would not change the key: an answer
+    cached before `prune-events` (or `archive-events --prune`) would still be served, with
+    the pruned events, instead of CURSOR_EXPIRED."""
+    writer, reader = two
+    owner = await writer.register()
+    ws = await writer.workspace(owner)
+    for name in ("a", "b", "c"):
+        await writer.board(owner, ws["id"], name)
+    start = await reader.ok(EVENTS_AFTER, {"w": ws["id"], "a": None}, owner.token)
+    early = start["events"]["edges"][0]["cursor"]
+    for _ in range(2):  # learned, then cached
+        after = await reader.ok(EVENTS_AFTER, {"w": ws["id"], "a": early}, owner.token)
+        assert len(after["events"]["edges"]) == len(start["events"]["edges"]) - 1
+
+    db = writer.app.state.services.db
+    await run_in_transaction(db.writer, lambda session: prune(session, 1))
+
+    answer = await reader(EVENTS_AFTER, {"w": ws["id"], "a": early}, owner.token)
+    assert [e["extensions"]["code"] for e in answer.get("errors", [])] == ["CURSOR_EXPIRED"]
+    kept = await reader.ok(EVENTS_AFTER, {"w": ws["id"], "a": None}, owner.token)
+    assert kept["events"]["edges"] == start["events"]["edges"][-1:]
 
 
 async def test_the_in_process_store_stays_within_its_bytes_and_ttl() -> None:
