@@ -33,7 +33,8 @@ from server.demo import demo_routes
 from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
-from server.metrics import MetricsMiddleware, metrics
+from server.metrics import metrics
+from server.observe import OperationObserver, RequestObserver
 from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
@@ -42,6 +43,7 @@ from server.ws_fanout import FanoutTransportWSHandler
 from server.ws_protocol import WebSocketLane
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
+from telemetry import tracing
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +95,24 @@ async def _refuse_behind_schema(db: Database) -> None:
         log.warning("schema revision not checked at start", extra={"error": str(exc)})
 
 
+def _trace_sql(db: Database) -> None:
+    """A span per SQL statement, on each distinct engine (they may be one and the same)."""
+    roles = {
+        db.write_engine: "primary",
+        db.read_engine: "read",
+        db.primary_read_engine: "primary_read",
+    }
+    seen: set[int] = set()
+    for engine, role in roles.items():
+        if id(engine) not in seen:
+            seen.add(id(engine))
+            tracing.instrument_engine(engine, role)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     refuse_unsafe(settings)
+    tracing.configure(settings.otel_exporter_otlp_endpoint)
     tokens = token_config(settings)
     broker = broker_from_url(settings.redis_url)
     services = Services(
@@ -122,6 +139,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         async with services.db.primary_reader() as session:
             return bool(await users_by_ids(session, [user_id]))
 
+    if tracing.tracer is not None:
+        _trace_sql(services.db)
     known_users = services.known_users = KnownUsers(user_exists)
     limits = QueryLimits(
         max_depth=settings.max_query_depth,
@@ -130,6 +149,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     schema = build_schema(
         [
+            # First, so that it sees the operation's outcome after the others are done.
+            OperationObserver,
             # Factories, not instances: Strawberry builds fresh extensions per operation.
             lambda: QueryLimitsExtension(limits=limits),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
@@ -252,7 +273,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if settings.cors_origin_list
                 else []
             ),
-            Middleware(MetricsMiddleware),
+            Middleware(RequestObserver),
             *(
                 [Middleware(MetricsGate, token=settings.metrics_token, endpoint=metrics)]
                 if settings.production

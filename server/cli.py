@@ -15,10 +15,12 @@ def worker_app() -> Any:
     """The app of one `--workers` process (uvicorn imports it by name in each worker)."""
     from server.app import create_app
     from server.logging import configure_logging
+    from server.metrics import forget_dead_workers
     from server.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    forget_dead_workers()
     return create_app(settings)
 
 
@@ -95,9 +97,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
     else:
+        from server.metrics import worker_metrics_dir
+
         # N processes accept on the one listening socket; each has its own app, database
-        # pool and Redis pub/sub connection.
-        uvicorn.run("server.cli:worker_app", factory=True, workers=args.workers, **options)
+        # pool and Redis pub/sub connection, and writes its metrics where any of them
+        # can read all of them for /metrics.
+        with worker_metrics_dir():
+            uvicorn.run("server.cli:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
 

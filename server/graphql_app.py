@@ -36,6 +36,7 @@ from server.negotiation import (
     request_error_status,
     wants_graphql_response,
 )
+from server.observe import WEBSOCKETS
 from server.query_limits import DocumentCheck, QueryLimits
 from server.request_deadline import request_deadline, too_many
 from server.response_cache import ResponseCache
@@ -198,9 +199,11 @@ class ConcordGraphQL(EventStreams):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            WEBSOCKETS.inc()
             try:
                 await super().__call__(scope, receive, send)
             finally:
+                WEBSOCKETS.dec()
                 timer = scope.get("state", {}).get("token_timer")
                 if timer is not None:
                     timer.cancel()

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
 
     log_level: str = "INFO"
+    # OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://collector:4318);
+    # unset, tracing is off and its SDK is never set up.
+    otel_exporter_otlp_endpoint: str | None = None
     debug: bool = False
 
     # Security (issue 10): limits checked before execution, time per request.
@@ -90,7 +93,13 @@ class Settings(BaseSettings):
         parse(value)  # raises ValueError naming the malformed rate
         return value
 
-    @field_validator("database_url", "database_read_url", "redis_url", "jwt_secret")
+    @field_validator(
+        "database_url",
+        "database_read_url",
+        "redis_url",
+        "jwt_secret",
+        "otel_exporter_otlp_endpoint",
+    )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         # `REDIS_URL=` in an env file means "not set", not "a Redis at ''".
