@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -303,6 +304,10 @@ def _add_account_commands(commands: argparse._SubParsersAction[argparse.Argument
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        # prometheus_client writes there from its first import on (any command imports it).
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     result: int = args.run(args)
     return result
 
