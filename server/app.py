@@ -33,6 +33,7 @@ from server.demo import demo_routes
 from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
+from server.logging import redact_request_lines
 from server.metrics import metrics
 from server.observe import OperationObserver, RequestObserver
 from server.production import MetricsGate, refuse_unsafe
@@ -112,6 +113,7 @@ def _trace_sql(db: Database) -> None:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     refuse_unsafe(settings)
+    redact_request_lines()
     tracing.configure(settings.otel_exporter_otlp_endpoint)
     tokens = token_config(settings)
     broker = broker_from_url(settings.redis_url)

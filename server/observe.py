@@ -120,6 +120,11 @@ def error_code(error: GraphQLError) -> str:
     return code if isinstance(code, str) and _CODE.fullmatch(code) else "OTHER"
 
 
+# (operation label, type, outcome) -> the counter and histogram children: `labels()` takes
+# a lock and builds a key on every call.
+_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
 def operation_finished(
     scope: Any,
     user_id: object,
@@ -132,14 +137,30 @@ def operation_finished(
 ) -> None:
     """Count, time and log one finished operation."""
     seconds = time.perf_counter() - started
-    label = operation_label(name, outcome)
-    OPERATIONS.labels(label, operation_type, outcome).inc()
-    OPERATION_SECONDS.labels(label, operation_type).observe(seconds)
+    key = (name or "", operation_type, outcome)
+    children = _children.get(key)
+    if children is None:
+        label = operation_label(name, outcome)
+        children = (
+            OPERATIONS.labels(label, operation_type, outcome),
+            OPERATION_SECONDS.labels(label, operation_type),
+        )
+        if len(_children) < MAX_OPERATION_LABELS * 4:
+            _children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
     for code in codes:
         GRAPHQL_ERRORS.labels(code).inc()
     if log.isEnabledFor(logging.INFO):
-        log.info(
+        # Built and handled directly: `log.info` would also look up the caller's frame.
+        record = log.makeRecord(
+            log.name,
+            logging.INFO,
+            __file__,
+            0,
             "operation",
+            None,
+            None,
             extra={
                 "request_id": scope.get(REQUEST_ID) if scope is not None else None,
                 "user_id": None if user_id is None else str(user_id),
@@ -150,6 +171,7 @@ def operation_finished(
                 "outcome": outcome,
             },
         )
+        log.handle(record)
 
 
 class RequestObserver:

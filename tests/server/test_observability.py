@@ -159,7 +159,7 @@ async def test_a_login_leaves_neither_password_nor_tokens_in_the_logs(
 
     formatter = JsonFormatter()
     text = "\n".join(formatter.format(r) for r in caplog.records)
-    assert '"operation": "LogIn"' in text  # the login itself was logged
+    assert '"operation":"LogIn"' in text  # the login itself was logged
     for secret in (
         password,
         "not it, but secret",
@@ -288,3 +288,25 @@ async def test_a_subscription_that_fails_is_logged_with_its_code(
         message: dict[str, Any] = await s.receive()
         assert message["type"] in ("next", "error"), message
     await eventually(lambda: any(vars(r).get("outcome") == "NOT_FOUND" for r in operations(caplog)))
+
+
+async def test_request_lines_do_not_log_query_strings(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GET carries the document and its variables in the URL: uvicorn's request line
+    names the path only."""
+    api = server.api
+    alice = await api.register("alice")
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    response = await api.client.get(
+        "/graphql",
+        params={"query": "query Q($s: String) { me { id } }", "variables": '{"s": "hush-hush"}'},
+        headers={"authorization": f"Bearer {alice.token}", "accept": "application/json"},
+    )
+    assert response.status_code == 200
+    server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    text = "\n".join(JsonFormatter().format(r) for r in server_side)
+    assert "GET /graphql" in text
+    assert "hush-hush" not in text
+    assert "variables" not in text
