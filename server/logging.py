@@ -47,12 +47,16 @@ class NoQueryStrings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and any(_has_query(a) for a in args):
-            record.args = tuple(a.split("?", 1)[0] if _has_query(a) else a for a in args)
+            record.args = tuple(_path(a) for a in args)
         return True
 
 
 def _has_query(value: object) -> bool:
     return isinstance(value, str) and value.startswith("/") and "?" in value
+
+
+def _path(value: object) -> object:
+    return value.split("?", 1)[0] if isinstance(value, str) and _has_query(value) else value
 
 
 _NO_QUERY_STRINGS = NoQueryStrings()

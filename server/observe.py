@@ -159,7 +159,7 @@ def operation_finished(
             __file__,
             0,
             "operation",
-            None,
+            (),
             None,
             extra={
                 "request_id": scope.get(REQUEST_ID) if scope is not None else None,
