@@ -36,7 +36,7 @@ from server.negotiation import (
     request_error_status,
     wants_graphql_response,
 )
-from server.observe import WEBSOCKETS
+from server.observe import REQUEST_ID, WEBSOCKETS
 from server.query_limits import DocumentCheck, QueryLimits
 from server.request_deadline import request_deadline, too_many
 from server.response_cache import ResponseCache
@@ -234,6 +234,15 @@ class ConcordGraphQL(EventStreams):
             # error body, never plain text and never a 500.
             response = http_error_response(request, exc)
         await response(scope, receive, send)
+
+    async def create_websocket_response(
+        self, request: WebSocket, subprotocol: str | None
+    ) -> WebSocket:
+        """Accept the socket, echoing its request id like every HTTP response does."""
+        request_id = request.scope.get(REQUEST_ID)
+        headers = [(b"x-request-id", request_id.encode())] if request_id else None
+        await request.accept(subprotocol=subprotocol, headers=headers)
+        return request
 
     async def _context(self, request: Request) -> Context:
         return await self.get_context(request, Response())

@@ -240,6 +240,8 @@ async def test_websocket_operations_are_logged_and_sockets_and_subscriptions_cou
     delivered = sample("concord_events_delivered_total")
     caplog.clear()
     async with socket(server.ws_url, {"x-request-id": "socket-1"}) as s:
+        assert s.connection.response is not None
+        assert s.connection.response.headers["x-request-id"] == "socket-1"
         assert (await s.init(alice.token))["type"] == "connection_ack"
         assert sample("concord_websocket_connections") == sockets + 1
         await s.send(
