@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC
 from typing import Any, Protocol
 
 from opentelemetry.context import Context as TraceContext
@@ -63,6 +64,8 @@ def delivered(event: Any, channel: str, subscribers: int) -> None:
         EVENTS_DELIVERED.inc(subscribers)
     occurred = getattr(event, "occurred_at", None)
     if occurred is not None:
+        if occurred.tzinfo is None:  # naive times are UTC, as the database stores them
+            occurred = occurred.replace(tzinfo=UTC)
         DELIVERY_LAG.observe(max(0.0, time.time() - occurred.timestamp()))
     tracer = tracing.tracer
     if tracer is not None:

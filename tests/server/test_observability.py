@@ -238,6 +238,8 @@ async def test_websocket_operations_are_logged_and_sockets_and_subscriptions_cou
     sockets = sample("concord_websocket_connections")
     fanout = sample("concord_subscriptions", path="fanout")
     delivered = sample("concord_events_delivered_total")
+    lags = sample("concord_event_delivery_lag_seconds_count")
+    lag_sum = sample("concord_event_delivery_lag_seconds_sum")
     caplog.clear()
     async with socket(server.ws_url, {"x-request-id": "socket-1"}) as s:
         assert s.connection.response is not None
@@ -260,6 +262,9 @@ async def test_websocket_operations_are_logged_and_sockets_and_subscriptions_cou
         await api.ok(CARD, {"i": {"boardId": board["id"], "title": "live"}}, alice.token)
         assert (await s.next_data("live"))["workspaceEvents"]["type"] == "card.created"
         assert sample("concord_events_delivered_total") == delivered + 1
+        assert sample("concord_event_delivery_lag_seconds_count") == lags + 1
+        # Generous: the event was committed moments ago on this machine.
+        assert 0 <= sample("concord_event_delivery_lag_seconds_sum") - lag_sum < 60
         await s.send({"id": "live", "type": "complete"})
         await eventually(lambda: sample("concord_subscriptions", path="fanout") == fanout)
     await eventually(lambda: sample("concord_websocket_connections") == sockets)
