@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import text as sql
 
 from server.logging import JsonFormatter
 from tests.api import Api, empty_tables, settings_for
@@ -192,7 +193,14 @@ async def test_metrics_list_what_operators_watch(api: Api) -> None:
     assert sample("concord_version_conflicts_total", entity="Card") == conflicts + 1
     assert sample("concord_events_published_total", outcome="ok") == published + 1
 
-    text = (await api.client.get("/metrics")).text
+    # The pool gauge follows connections out and back.
+    in_use = sample("concord_db_pool_connections_in_use", engine="primary")
+    async with api.app.state.services.db.writer() as session:
+        await session.execute(sql("SELECT 1"))
+        assert sample("concord_db_pool_connections_in_use", engine="primary") == in_use + 1
+    assert sample("concord_db_pool_connections_in_use", engine="primary") == in_use
+
+    scraped = (await api.client.get("/metrics")).text
     for name in (
         "concord_http_requests_total",
         "concord_http_request_seconds_bucket",
@@ -210,9 +218,9 @@ async def test_metrics_list_what_operators_watch(api: Api) -> None:
         "concord_response_cache_total",
         "concord_compiled_reads_total",
     ):
-        assert name in text, name
+        assert name in scraped, name
     assert 'concord_graphql_operations_total{operation="Rename",outcome="ok",type="mutation"}' in (
-        text
+        scraped
     )
 
 
