@@ -96,6 +96,10 @@ def _serve(args: argparse.Namespace) -> int:
         # this is not needed).
         options.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     if args.workers == 1:
+        from server.metrics import MULTIPROC_DIR, clear_earlier_runs
+
+        if os.environ.get(MULTIPROC_DIR):
+            clear_earlier_runs(Path(os.environ[MULTIPROC_DIR]))
         uvicorn.run(create_app(settings), **options)
     else:
         from server.metrics import worker_metrics_dir

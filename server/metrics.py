@@ -58,8 +58,7 @@ def worker_metrics_dir() -> Iterator[Path]:
     if given:
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
+        clear_earlier_runs(path)
         yield path
         return
     path = Path(tempfile.mkdtemp(prefix="concord-metrics-"))
@@ -69,6 +68,18 @@ def worker_metrics_dir() -> Iterator[Path]:
     finally:
         del os.environ[MULTIPROC_DIR]
         shutil.rmtree(path, ignore_errors=True)
+
+
+def clear_earlier_runs(path: Path) -> None:
+    """Remove the metric files of other processes (an earlier run's) from `path`.
+
+    This process's own files stay: it may have written some already (any import of a
+    module defining metrics does), and they are open.
+    """
+    own = f"_{os.getpid()}.db"
+    for stale in path.glob("*.db"):
+        if not stale.name.endswith(own):
+            stale.unlink(missing_ok=True)
 
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
