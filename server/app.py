@@ -50,7 +50,16 @@ log = logging.getLogger(__name__)
 
 GC_YOUNG_THRESHOLD = 10_000
 # What a browser page on an allowed origin may send (CORS_ORIGINS).
-CORS_REQUEST_HEADERS = ["authorization", "content-type", "accept", "last-event-id", SEEN_HEADER]
+CORS_REQUEST_HEADERS = [
+    "authorization",
+    "content-type",
+    "accept",
+    "last-event-id",
+    SEEN_HEADER,
+    # Observability: the caller's request id and trace context (docs/operations.md).
+    "x-request-id",
+    "traceparent",
+]
 
 
 # RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits).
@@ -268,7 +277,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         allow_origins=settings.cors_origin_list,
                         allow_methods=["GET", "POST"],
                         allow_headers=CORS_REQUEST_HEADERS,
-                        expose_headers=[SEEN_HEADER],
+                        expose_headers=[SEEN_HEADER, "x-request-id"],
                         max_age=600,
                     )
                 ]

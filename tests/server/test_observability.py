@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text as sql
 
 from server.logging import JsonFormatter
-from tests.api import Api, empty_tables, settings_for
+from tests.api import Api, empty_tables, migrate, running_app, settings_for
 from tests.live import EVENTS, LiveServer, live_server, socket
 
 ME = "query Me { me { id email } }"
@@ -325,3 +325,28 @@ async def test_request_lines_do_not_log_query_strings(
     assert "GET /graphql" in text
     assert "hush-hush" not in text
     assert "variables" not in text
+
+
+async def test_pages_on_allowed_origins_may_send_and_read_the_request_id(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}"
+    await migrate(url)
+    settings = settings_for(url, tmp_path, cors_origins="https://app.example.com")
+    origin = {"origin": "https://app.example.com"}
+    async with running_app(settings) as api:
+        preflight = await api.client.options(
+            "/graphql",
+            headers={
+                **origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type, x-request-id, traceparent",
+            },
+        )
+        assert preflight.status_code == 200
+        allowed = preflight.headers["access-control-allow-headers"].lower()
+        assert "x-request-id" in allowed
+        assert "traceparent" in allowed
+        answer = await api.client.post(
+            "/graphql", json={"query": "{ __typename }"}, headers={**origin, "x-request-id": "p-1"}
+        )
+        assert answer.headers["x-request-id"] == "p-1"
+        assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
