@@ -18,6 +18,7 @@ from sqlalchemy import text as sql
 from server.logging import JsonFormatter
 from tests.api import Api, empty_tables, migrate, running_app, settings_for
 from tests.live import EVENTS, LiveServer, live_server, socket
+from tests.server.test_sse import stream
 
 ME = "query Me { me { id email } }"
 WORKSPACE = "query Ws($w: ID!) { workspace(id: $w) { id name } }"
@@ -350,3 +351,28 @@ async def test_pages_on_allowed_origins_may_send_and_read_the_request_id(tmp_pat
         )
         assert answer.headers["x-request-id"] == "p-1"
         assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
+
+
+async def test_a_subscription_over_sse_is_counted_while_it_runs_and_logged_when_it_ends(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = server.api
+    alice = await api.register("alice")
+    ws = await api.workspace(alice)
+    board = await api.board(alice, ws["id"])
+    caplog.set_level(logging.INFO, logger="concord.operations")
+    running = sample("concord_subscriptions", path="strawberry")
+    caplog.clear()
+    query = "subscription Follow($w: ID!) { workspaceEvents(workspaceId: $w) { type } }"
+    async with stream(api, query, {"w": ws["id"]}, alice.token) as s:
+        await eventually(lambda: sample("concord_subscriptions", path="strawberry") == running + 1)
+        await api.ok(CARD, {"i": {"boardId": board["id"], "title": "sse"}}, alice.token)
+        message = await s.message()
+        assert '"card.created"' in message["data"]
+    await eventually(lambda: sample("concord_subscriptions", path="strawberry") == running)
+    await eventually(lambda: any(vars(r)["transport"] == "sse" for r in operations(caplog)))
+    [line] = [vars(r) for r in operations(caplog) if vars(r)["transport"] == "sse"]
+    assert line["operation"] == "Follow"
+    assert line["operation_type"] == "subscription"
+    assert line["user_id"] == alice.id
+    assert line["outcome"] == "ok"
