@@ -29,6 +29,7 @@ COPY models models
 COPY subscriptions subscriptions
 COPY auth auth
 COPY server server
+COPY telemetry telemetry
 RUN /app/.venv/bin/pip install --upgrade "pip>=24" \
  && /app/.venv/bin/pip install -c requirements/constraints.txt ".[mssql]"
 

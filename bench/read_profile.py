@@ -54,7 +54,10 @@ SHARES: list[tuple[str, str]] = [
     ("asyncpg driver", r"\(asyncpg/"),
     ("JSON encoding of the response", r"\(json/encoder\.py\)|^encode_json "),
     ("logging", r"\(logging/__init__\.py\)|\(server/logging\.py\)"),
-    ("metrics", r"\(prometheus_client/|^MetricsMiddleware\.__call__\.<locals>"),
+    (
+        "metrics",
+        r"\(prometheus_client/|^RequestObserver\.__call__\.<locals>|\(server/observe\.py\)",
+    ),
 ]
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Gauge
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -34,6 +35,26 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+POOL_IN_USE = Gauge(
+    "concord_db_pool_connections_in_use",
+    "Database connections checked out of the pool, by engine (primary, read, primary_read).",
+    ["engine"],
+    multiprocess_mode="livesum",
+)
+
+
+def _count_checkouts(engine: AsyncEngine, role: str) -> None:
+    """Keep POOL_IN_USE up to date with `engine`'s pool (one inc and one dec per use)."""
+    gauge = POOL_IN_USE.labels(role)
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _out(_dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        gauge.inc()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _in(_dbapi_connection: Any, _record: Any) -> None:
+        gauge.dec()
 
 
 def _sqlite_engine(url: URL, *, writer: bool, busy_timeout: float) -> AsyncEngine:
@@ -216,6 +237,15 @@ class Database:
         self.primary_read_engine = (
             _read_engine(write_url, lock_timeout) if self.has_replica else self.read_engine
         )
+        counted: set[int] = set()
+        for engine, role in (
+            (self.write_engine, "primary"),
+            (self.read_engine, "read"),
+            (self.primary_read_engine, "primary_read"),
+        ):
+            if id(engine) not in counted:
+                counted.add(id(engine))
+                _count_checkouts(engine, role)
         self.writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self.reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self.primary_reader = async_sessionmaker(self.primary_read_engine, expire_on_commit=False)

@@ -35,6 +35,7 @@ from resolvers.loaders import Loaders
 from resolvers.unit_of_work import workspace_channel
 from subscriptions.broker import SubscriberOverflow
 from subscriptions.fanout import MessagesMayBeLost
+from subscriptions.group import EVENTS_DELIVERED, delivered
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class SharedEvent:
     changes: list[dict[str, Any]]
     occurred_at: datetime
     loaders: Loaders | None = None
+    # The publish span's context (W3C traceparent) when the message carried one.
+    trace: str | None = None
     # Rendered GraphQL results, by selection; filled by the schema layer.
     rendered: dict[Any, Any] = field(default_factory=dict)
 
@@ -106,6 +109,7 @@ class SharedEvent:
             actor_id=None if actor is None else uuid.UUID(actor),
             changes=data["changes"],
             occurred_at=datetime.fromisoformat(data["occurred_at"]),
+            trace=data.get("trace"),
         )
 
 
@@ -248,6 +252,7 @@ async def workspace_events(
                 rows = await _read_log(services, ws, sent)
                 for row in rows:
                     event = shared.share(SharedEvent.from_row(row))
+                    EVENTS_DELIVERED.inc()
                     yield event
                     sent = event.seq
                     if _removes(event, user_id):
@@ -291,6 +296,7 @@ async def workspace_events(
                     if event.seq <= sent:
                         continue
                 event = shared.share(event)
+                delivered(event, workspace_channel(ws), 1)
                 yield event
                 sent = event.seq
                 if _removes(event, user_id):

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from opentelemetry.trace import SpanKind
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import event as event_store
@@ -22,32 +24,43 @@ from models.transaction import run_in_transaction
 from resolvers.context import Context
 from resolvers.errors import IdempotencyKeyTaken
 from resolvers.reads import SEEN_HEADER, format_seen
+from telemetry import tracing
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+EVENTS_PUBLISHED = Counter(
+    "concord_events_published_total",
+    "Events published to the broker after their commit, by outcome (ok, failed).",
+    ["outcome"],
+)
 
 
 def workspace_channel(workspace_id: uuid.UUID | str) -> str:
     return f"workspace:{workspace_id}"
 
 
-def event_message(event: Event) -> str:
-    """The broker message for an event: enough to deliver it without reading the database."""
-    return json.dumps(
-        {
-            "id": event.id,
-            "workspace_id": str(event.workspace_id),
-            "seq": event.seq,
-            "type": event.type,
-            "entity_type": event.entity_type,
-            "entity_id": str(event.entity_id),
-            "entity_version": event.entity_version,
-            "actor_id": None if event.actor_id is None else str(event.actor_id),
-            "changes": event.changes,
-            "occurred_at": event.occurred_at.isoformat(),
-        },
-        separators=(",", ":"),
-    )
+def event_message(event: Event, traceparent: str | None = None) -> str:
+    """The broker message for an event: enough to deliver it without reading the database.
+
+    With tracing on it also carries the publish span's context (`trace`), so that each
+    process's delivery span continues the mutation's trace.
+    """
+    message = {
+        "id": event.id,
+        "workspace_id": str(event.workspace_id),
+        "seq": event.seq,
+        "type": event.type,
+        "entity_type": event.entity_type,
+        "entity_id": str(event.entity_id),
+        "entity_version": event.entity_version,
+        "actor_id": None if event.actor_id is None else str(event.actor_id),
+        "changes": event.changes,
+        "occurred_at": event.occurred_at.isoformat(),
+    }
+    if traceparent is not None:
+        message["trace"] = traceparent
+    return json.dumps(message, separators=(",", ":"))
 
 
 class Recorder:
@@ -124,13 +137,33 @@ async def write(ctx: Context, work: Callable[[AsyncSession, Recorder], Awaitable
         _remember_seen(ctx, events)
     for event in events:
         try:
-            await ctx.services.broker.publish(
-                workspace_channel(event.workspace_id), event_message(event)
-            )
+            await _publish(ctx, event)
         except Exception:
             # The event is committed; subscribers will find it in the log.
+            EVENTS_PUBLISHED.labels("failed").inc()
             log.warning("publishing event failed", exc_info=True, extra={"seq": event.seq})
+        else:
+            EVENTS_PUBLISHED.labels("ok").inc()
     return result
+
+
+async def _publish(ctx: Context, event: Event) -> None:
+    channel = workspace_channel(event.workspace_id)
+    tracer = tracing.tracer
+    if tracer is None:
+        await ctx.services.broker.publish(channel, event_message(event))
+        return
+    with tracer.start_as_current_span(
+        f"publish {event.type}",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "concord",
+            "messaging.destination.name": channel,
+            "concord.event.seq": event.seq,
+            "concord.event.type": event.type,
+        },
+    ):
+        await ctx.services.broker.publish(channel, event_message(event, tracing.inject()))
 
 
 def _remember_seen(ctx: Context, events: list[Event]) -> None:

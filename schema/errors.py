@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from prometheus_client import Counter
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -34,6 +35,12 @@ from schema.versioned import Versioned, as_versioned
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+VERSION_CONFLICTS = Counter(
+    "concord_version_conflicts_total",
+    "Writes answered VersionConflict (someone else wrote first), by entity type.",
+    ["entity"],
+)
 
 
 @strawberry.interface(description="An expected, non-successful outcome.")
@@ -109,6 +116,8 @@ async def respond(
     try:
         value = await call()
     except DomainError as error:
+        if isinstance(error, VersionConflictError):
+            VERSION_CONFLICTS.labels(error.entity_type).inc()
         member = _member(error)
         if type(member) not in union_members(result_type):
             raise

@@ -43,7 +43,9 @@ from server.graphql_app import ConcordGraphQL, FanoutHandler
 from server.idempotency import HEADER as IDEMPOTENCY_HEADER
 from server.idempotency import REPLAYED_HEADER, IdempotentMutations
 from server.limits import BodySizeLimit, BodyTimeout
-from server.metrics import MetricsMiddleware, metrics
+from server.logging import redact_request_lines
+from server.metrics import metrics
+from server.observe import OperationObserver, RequestObserver
 from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
@@ -51,6 +53,7 @@ from server.settings import Settings, load_settings
 from server.ws_protocol import WebSocketLane
 from subscriptions.backends import broker_from_url
 from subscriptions.presence import presence_from_url
+from telemetry import tracing
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ CORS_REQUEST_HEADERS = [
     "last-event-id",
     SEEN_HEADER,
     IDEMPOTENCY_HEADER,
+    # Observability: the caller's request id and trace context (docs/operations.md).
+    "x-request-id",
+    "traceparent",
 ]
 
 
@@ -109,9 +115,25 @@ async def _refuse_behind_schema(db: Database) -> None:
         log.warning("schema revision not checked at start", extra={"error": str(exc)})
 
 
+def _trace_sql(db: Database) -> None:
+    """A span per SQL statement, on each distinct engine (they may be one and the same)."""
+    roles = {
+        db.write_engine: "primary",
+        db.read_engine: "read",
+        db.primary_read_engine: "primary_read",
+    }
+    seen: set[int] = set()
+    for engine, role in roles.items():
+        if id(engine) not in seen:
+            seen.add(id(engine))
+            tracing.instrument_engine(engine, role)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     refuse_unsafe(settings)
+    redact_request_lines()
+    tracing.configure(settings.otel_exporter_otlp_endpoint)
     tokens = token_config(settings)
     broker = broker_from_url(settings.redis_url)
     services = Services(
@@ -140,6 +162,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         async with services.db.primary_reader() as session:
             return bool(await users_by_ids(session, [user_id]))
 
+    if tracing.tracer is not None:
+        _trace_sql(services.db)
     known_users = services.known_users = KnownUsers(user_exists)
     revocations = services.revocations = RevocationWatch(
         revocations_from_url(settings.redis_url), broker, tokens.access_ttl.total_seconds()
@@ -162,6 +186,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     schema = build_schema(
         [
+            # First, so that it sees the operation's outcome after the others are done.
+            OperationObserver,
             # Factories, not instances: Strawberry builds fresh extensions per operation.
             lambda: QueryLimitsExtension(limits=limits),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
@@ -286,14 +312,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         allow_origins=settings.cors_origin_list,
                         allow_methods=["GET", "POST"],
                         allow_headers=CORS_REQUEST_HEADERS,
-                        expose_headers=[SEEN_HEADER, REPLAYED_HEADER],
+                        expose_headers=[SEEN_HEADER, REPLAYED_HEADER, "x-request-id"],
                         max_age=600,
                     )
                 ]
                 if settings.cors_origin_list
                 else []
             ),
-            Middleware(MetricsMiddleware),
+            Middleware(RequestObserver),
             *(
                 [Middleware(MetricsGate, token=settings.metrics_token, endpoint=metrics)]
                 if settings.production

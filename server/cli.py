@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +17,14 @@ def worker_app() -> Any:
     from server.app import create_app
     from server.http_protocol import uvicorn_http_options
     from server.logging import configure_logging
+    from server.metrics import forget_dead_workers
     from server.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level)
     # This process's protocol class gets its header deadline (see `_serve`).
     uvicorn_http_options(settings.request_header_timeout_seconds)
+    forget_dead_workers()
     return create_app(settings)
 
 
@@ -99,11 +102,19 @@ def _serve(args: argparse.Namespace) -> int:
         # this is not needed).
         options.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     if args.workers == 1:
+        from server.metrics import MULTIPROC_DIR, clear_earlier_runs
+
+        if os.environ.get(MULTIPROC_DIR):
+            clear_earlier_runs(Path(os.environ[MULTIPROC_DIR]))
         uvicorn.run(create_app(settings), **options)
     else:
+        from server.metrics import worker_metrics_dir
+
         # N processes accept on the one listening socket; each has its own app, database
-        # pool and Redis pub/sub connection.
-        uvicorn.run("server.cli:worker_app", factory=True, workers=args.workers, **options)
+        # pool and Redis pub/sub connection, and writes its metrics where any of them
+        # can read all of them for /metrics.
+        with worker_metrics_dir():
+            uvicorn.run("server.cli:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -425,6 +436,10 @@ def _add_account_commands(commands: argparse._SubParsersAction[argparse.Argument
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        # prometheus_client writes there from its first import on (any command imports it).
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     result: int = args.run(args)
     return result
 

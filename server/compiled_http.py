@@ -12,6 +12,7 @@ and status (tests/schema/test_compiled.py compares them).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +25,9 @@ from resolvers.context import Context
 from resolvers.read_scope import ReadScopes
 from schema.compiled import CompiledReads, confined_root
 from schema.compiled.plan import Selection
+from server.observe import operation_finished
 from server.response_cache import ResponseCache
+from telemetry import tracing
 
 REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
 # Whether a known document stays within the query limits with these variables.
@@ -61,10 +64,47 @@ class CompiledAnswers:
     async def answer(
         self, context: Context, query: str, operation_name: str | None, variables: object
     ) -> Any:
-        """The response's `data` (a cached answer as an `orjson.Fragment`), or None."""
+        """The response's `data` (a cached answer as an `orjson.Fragment`), or None.
+
+        An answer is logged, counted and traced like any operation (`server.observe`);
+        an attempt given up is not: the general path then answers, and records it.
+        """
         prepared = self._prepare(query, operation_name, variables)
         if prepared is None:
             return None
+        started = time.perf_counter()
+        tracer = tracing.tracer
+        name = self.compiled.name(query, operation_name)
+        if tracer is None:
+            data = await self._answer(context, query, operation_name, variables, prepared)
+        else:
+            span_name = f"query {name or 'anonymous'}"
+            with tracer.start_as_current_span(span_name, end_on_exit=True) as span:
+                span.set_attribute("graphql.operation.type", "query")
+                span.set_attribute("concord.compiled", True)
+                data = await self._answer(context, query, operation_name, variables, prepared)
+                span.set_attribute("concord.outcome", "ok" if data is not None else "general")
+        if data is not None:
+            viewer = context.viewer
+            operation_finished(
+                context.request.scope if context.request is not None else None,
+                viewer.user_id if viewer is not None else None,
+                name,
+                "query",
+                "http",
+                started,
+                "ok",
+            )
+        return data
+
+    async def _answer(
+        self,
+        context: Context,
+        query: str,
+        operation_name: str | None,
+        variables: object,
+        prepared: tuple[Selection, VariableValues],
+    ) -> Any:
         plan, coerced = prepared
         key = None
         root = confined_root(plan, coerced)

@@ -40,6 +40,7 @@ from server.negotiation import (
     request_error_status,
     wants_graphql_response,
 )
+from server.observe import REQUEST_ID, WEBSOCKETS
 from server.operation_limits import RateLimitedStart, RateLimitedSubscribe, refuse_http
 from server.query_limits import DocumentCheck, QueryLimits
 from server.request_deadline import request_deadline, too_many
@@ -218,9 +219,11 @@ class ConcordGraphQL(EventStreams):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            WEBSOCKETS.inc()
             try:
                 await super().__call__(scope, receive, send)
             finally:
+                WEBSOCKETS.dec()
                 state = scope.get("state", {})
                 timer = state.get("token_timer")
                 if timer is not None:
@@ -276,6 +279,15 @@ class ConcordGraphQL(EventStreams):
             # Malformed JSON, a non-GraphQL body, a wrong method: a 4xx with a GraphQL
             # error body, never plain text and never a 500.
             return http_error_response(request, exc)
+
+    async def create_websocket_response(
+        self, request: WebSocket, subprotocol: str | None
+    ) -> WebSocket:
+        """Accept the socket, echoing its request id like every HTTP response does."""
+        request_id = request.scope.get(REQUEST_ID)
+        headers = [(b"x-request-id", request_id.encode())] if request_id else None
+        await request.accept(subprotocol=subprotocol, headers=headers)
+        return request
 
     async def _context(self, request: Request) -> Context:
         return await self.get_context(request, Response())

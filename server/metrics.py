@@ -1,49 +1,106 @@
-"""Prometheus metrics and the /metrics endpoint."""
+"""The /metrics endpoint (Prometheus), for one process or all `--workers` together.
+
+Each module defines the metrics it updates (HTTP and GraphQL operations in
+`server.observe`, the response cache in `server.response_cache`, events in
+`resolvers.unit_of_work` and `subscriptions.group`, …); docs/operations.md lists them.
+
+With `concord serve --workers N` every worker writes its metrics to files in
+`PROMETHEUS_MULTIPROC_DIR` (set up by the CLI before the workers start, see
+`server.cli`), and whichever worker answers the scrape reads all of them: counters and
+histograms are summed over the workers, gauges over the live ones.
+"""
 
 from __future__ import annotations
 
-import time
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-HTTP_REQUESTS = Counter(
-    "concord_http_requests_total",
-    "HTTP requests by method, path and status.",
-    ["method", "path", "status"],
-)
-HTTP_LATENCY = Histogram("concord_http_request_seconds", "HTTP request latency by path.", ["path"])
-KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class MetricsMiddleware:
-    """Counts and times HTTP requests; unknown paths are one label, to bound cardinality."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
-        status = 500
-        start = time.perf_counter()
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
-            HTTP_LATENCY.labels(path).observe(time.perf_counter() - start)
+def _registry() -> CollectorRegistry:
+    if not os.environ.get(MULTIPROC_DIR):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
+
+
+@contextlib.contextmanager
+def worker_metrics_dir() -> Iterator[Path]:
+    """`PROMETHEUS_MULTIPROC_DIR` for the workers of one `concord serve --workers N`.
+
+    The operator's directory when set (its metric files from an earlier run are removed
+    first, as prometheus_client requires), else a new temporary one, removed at the end.
+    Set in the environment before the workers start, so that each imports
+    prometheus_client in multiprocess mode.
+    """
+    given = os.environ.get(MULTIPROC_DIR)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        clear_earlier_runs(path)
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="concord-metrics-"))
+    os.environ[MULTIPROC_DIR] = str(path)
+    try:
+        yield path
+    finally:
+        del os.environ[MULTIPROC_DIR]
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clear_earlier_runs(path: Path) -> None:
+    """Remove the metric files of other processes (an earlier run's) from `path`.
+
+    This process's own files stay: it may have written some already (any import of a
+    module defining metrics does), and they are open.
+    """
+    own = f"_{os.getpid()}.db"
+    for stale in path.glob("*.db"):
+        if not stale.name.endswith(own):
+            stale.unlink(missing_ok=True)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges (sockets, subscriptions, pool) of workers that have died.
+
+    A worker that crashed could not remove its files; its replacement does, at start.
+    """
+    directory = os.environ.get(MULTIPROC_DIR)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, someone else's

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
 
     log_level: str = "INFO"
+    # OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://collector:4318);
+    # unset, tracing is off and its SDK is never set up.
+    otel_exporter_otlp_endpoint: str | None = None
     debug: bool = False
 
     # Security (issue 10): limits checked before execution, time per request.
@@ -116,6 +119,7 @@ class Settings(BaseSettings):
         "jwt_jwks_url",
         "jwt_jwks_issuer",
         "jwt_jwks_audience",
+        "otel_exporter_otlp_endpoint",
     )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from typing import Any, cast
 
@@ -41,6 +42,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from resolvers import live_feed
 from resolvers.context import Context
 from server.gc_tuning import collector
+from server.observe import FANOUT_SUBSCRIPTIONS, operation_finished
 from server.ws_plans import SubscriptionPlans, encode_result
 from server.ws_protocol import FRAME_WRITER, text_frame
 from subscriptions.group import ChannelGroup, Member, Rendered
@@ -60,12 +62,27 @@ def _plans(schema: Any) -> SubscriptionPlans:
 class WebSocketSink:
     """One fast-path operation on one socket: frames go straight to the transport."""
 
-    __slots__ = ("backlog", "group", "handler", "member", "op_id", "prefix", "start", "writer")
+    __slots__ = (
+        "backlog",
+        "group",
+        "handler",
+        "member",
+        "name",
+        "op_id",
+        "prefix",
+        "start",
+        "started",
+        "writer",
+    )
 
-    def __init__(self, handler: FanoutTransportWSHandler, op_id: str, writer: Any) -> None:
+    def __init__(
+        self, handler: FanoutTransportWSHandler, op_id: str, writer: Any, name: str | None
+    ) -> None:
         self.handler = handler
         self.op_id = op_id
         self.writer = writer
+        self.name = name
+        self.started = time.perf_counter()
         # The part of the frame that differs per socket; the rest is the shared payload.
         self.prefix = b'{"id":' + json.dumps(op_id).encode() + b',"type":"next","payload":'
         self.backlog = 0
@@ -88,7 +105,7 @@ class WebSocketSink:
 
     def end(self, error: Exception | None) -> None:
         if self.handler.fanout.pop(self.op_id, None) is self:
-            collector.unsubscribed()
+            self.handler.ended(self, error)
         if error is not None:
             payload = encode_result(
                 self.handler.plans.stream_hooks,
@@ -198,10 +215,32 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         args, view = bound
         if self.writer is None:
             self.writer = _AsgiWriter(self)
-        sink = WebSocketSink(self, op_id, self.writer)
+        name = payload.get("operationName")
+        sink = WebSocketSink(self, op_id, self.writer, name if isinstance(name, str) else None)
         self.fanout[op_id] = sink
         sink.start = asyncio.create_task(self._join(sink, view, args))
         collector.subscribed()
+        FANOUT_SUBSCRIPTIONS.inc()
+
+    def ended(self, sink: WebSocketSink, error: Exception | None) -> None:
+        """A fan-out subscription is over: its one log line, its metrics."""
+        collector.unsubscribed()
+        FANOUT_SUBSCRIPTIONS.dec()
+        outcome = "ok"
+        if error is not None:
+            code = getattr(error, "code", None)
+            outcome = code if isinstance(code, str) else "INTERNAL_SERVER_ERROR"
+        viewer = self.context.viewer
+        operation_finished(
+            self.context.request.scope,
+            viewer.user_id if viewer is not None else None,
+            sink.name,
+            "subscription",
+            "ws",
+            sink.started,
+            outcome,
+            () if error is None else (outcome,),
+        )
 
     def _render_context(self) -> Context:
         # Rendering is shared by every member of a view: no one caller's context.
@@ -232,7 +271,7 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().handle_complete(message)
             return
         sink.cancel()
-        collector.unsubscribed()
+        self.ended(sink, None)
 
     async def shutdown(self) -> None:
         sinks, self.fanout = list(self.fanout.values()), {}
@@ -242,6 +281,6 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             if sink.start is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await sink.start
-        if sinks:
-            collector.unsubscribed(len(sinks))
+        for sink in sinks:
+            self.ended(sink, None)
         await super().shutdown()

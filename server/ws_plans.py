@@ -42,6 +42,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, vali
 from resolvers.live import SharedEvent
 from schema.event import Event
 from server.encoding import dumps
+from server.observe import OperationObserver
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class SubscriptionPlans:
         self.supported = True
         for extension in handler_schema.extensions:
             instance = extension() if not isinstance(extension, SchemaExtension) else extension
+            if isinstance(instance, OperationObserver):
+                continue  # the fan-out logs and counts its subscriptions itself (ws_fanout)
             if isinstance(instance, AddValidationRules):
                 self.rules.extend(instance.validation_rules)
             elif isinstance(instance, MaxTokensLimiter):

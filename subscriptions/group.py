@@ -29,14 +29,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC
 from typing import Any, Protocol
+
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Histogram
 
 from subscriptions.broker import Broker, SubscriberOverflow
 from subscriptions.fanout import MessagesMayBeLost
+from telemetry import tracing
 
 log = logging.getLogger(__name__)
+
+EVENTS_DELIVERED = Counter(
+    "concord_events_delivered_total",
+    "Events written to subscribers (one per subscriber per event), in this process.",
+)
+DELIVERY_LAG = Histogram(
+    "concord_event_delivery_lag_seconds",
+    "From an event's commit (its occurred_at, written in the transaction) to its delivery "
+    "to this process's subscribers of the workspace, once per event and process.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def delivered(event: Any, channel: str, subscribers: int) -> None:
+    """Count a delivery of `event` to `subscribers`, its lag, and (tracing) its span, a
+    child of the publish span when the broker message carried its context."""
+    if subscribers:
+        EVENTS_DELIVERED.inc(subscribers)
+    occurred = getattr(event, "occurred_at", None)
+    if occurred is not None:
+        if occurred.tzinfo is None:  # naive times are UTC, as the database stores them
+            occurred = occurred.replace(tzinfo=UTC)
+        DELIVERY_LAG.observe(max(0.0, time.time() - occurred.timestamp()))
+    tracer = tracing.tracer
+    if tracer is not None:
+        # A root span when there is no publish context: not the child of whatever the
+        # task that started this group was doing back then.
+        parent = tracing.extract(getattr(event, "trace", None)) or TraceContext()
+        tracer.start_span(
+            f"deliver {getattr(event, 'type', 'event')}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "concord",
+                "messaging.destination.name": channel,
+                "concord.event.seq": event.seq,
+                "concord.subscribers": subscribers,
+            },
+        ).end()
+
 
 # The group's own broker queue: it is drained by one task that never waits on a socket,
 # so it only fills when the process is saturated; then the group reads the log instead.
@@ -190,6 +237,8 @@ class ChannelGroup:
         self.channel = channel
         self.log = log
         self.last = 0
+        # Events written to members since they were last counted (see `delivered`).
+        self.sent = 0
         self.members: dict[Member, None] = {}
         self.views: dict[View, dict[Member, None]] = {}
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -235,6 +284,13 @@ class ChannelGroup:
         except BaseException:
             self.leave(member)
             raise
+        finally:
+            self._count()
+
+    def _count(self) -> None:
+        if self.sent:
+            EVENTS_DELIVERED.inc(self.sent)
+            self.sent = 0
 
     def _drain(self, member: Member) -> bool:
         """Send what was buffered during the log read; True once the member is live."""
@@ -269,6 +325,7 @@ class ChannelGroup:
             self._task.cancel()
 
     def _send(self, member: Member, event: Any, rendered: Rendered) -> None:
+        self.sent += 1
         member.sent = event.seq
         if not member.sink.deliver(rendered):
             self._end(member, self.hub.slow_consumer(member.sent))
@@ -298,6 +355,7 @@ class ChannelGroup:
     # --- the loop ------------------------------------------------------------------
 
     async def _deliver(self, event: Any) -> None:
+        self._count()  # what joining members were sent from the log
         self.last = event.seq
         seq, may_stop = event.seq, self.log.may_stop(event)
         for view, members in list(self.views.items()):
@@ -314,6 +372,8 @@ class ChannelGroup:
                     # fan-out rather than wait for all of it. Members that join meanwhile
                     # read this event from the log; ones that leave are skipped (closed).
                     await asyncio.sleep(0)
+        sent, self.sent = self.sent, 0
+        delivered(event, self.channel, sent)
 
     async def _catch_up(self) -> None:
         while True:

@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from prometheus_client import Counter
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -38,6 +39,11 @@ from subscriptions.broker import BrokerUnavailable
 from subscriptions.fanout import FanoutHub, LocalSubscriber
 
 logger = logging.getLogger(__name__)
+
+BROKER_RECONNECTS = Counter(
+    "concord_broker_reconnects_total",
+    "Times the Redis pub/sub connection was re-established after it was lost.",
+)
 
 PUBSUB_CLIENT_NAME = "concord-pubsub"
 PUBLISH_CLIENT_NAME = "concord-publish"
@@ -98,6 +104,7 @@ class RedisBroker:
         self._pool: ConnectionPool | None = None
         self._reader: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
+        self._ever_connected = False
         # The pub/sub connection while it is usable; None while (re)connecting.
         self._conn: AbstractConnection | None = None
         # One future per SUBSCRIBE sent on the current connection, oldest first: Redis
@@ -257,6 +264,9 @@ class RedisBroker:
                 async with asyncio.timeout(self._timeout):
                     await conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
                 connected = True
+                if self._ever_connected:
+                    BROKER_RECONNECTS.inc()
+                self._ever_connected = True
                 await self._serve(conn)
             except Exception as exc:
                 if connected:

@@ -133,6 +133,13 @@ class CompiledReads:
         """Whether the document was planned (`prepare` may still decline its variables)."""
         return self._documents.get((query, operation_name)) is not None
 
+    def name(self, query: str, operation_name: str | None) -> str | None:
+        """The operation's name in the known document (for logs: a named operation sent
+        without `operationName` is still named)."""
+        compiled = self._documents.get((query, operation_name))
+        node = compiled.operation.name if compiled is not None else None
+        return node.value if node is not None else operation_name
+
     def prepare(
         self, query: str, operation_name: str | None, variables: object
     ) -> tuple[Selection, VariableValues] | None:

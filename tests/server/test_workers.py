@@ -15,12 +15,17 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
+from server.metrics import worker_metrics_dir
 from subscriptions.redis import PUBSUB_CLIENT_NAME
 from tests.api import Api
 from tests.live import PROTOCOL
@@ -141,3 +146,86 @@ async def test_two_workers_share_the_port_and_both_deliver(tmp_path: Path) -> No
         await redis.stop()
     assert len(set(seqs)) == 1, seqs
     assert len(pubsub) == 2
+
+
+PING = {"query": "query Ping { __typename }"}
+
+
+def _pings(text_or_families: Any) -> float:
+    """concord_graphql_operations_total{operation="Ping"} summed over its other labels."""
+    total = 0.0
+    for family in text_or_families:
+        for sample in family.samples:
+            if (
+                sample.name == "concord_graphql_operations_total"
+                and sample.labels.get("operation") == "Ping"
+            ):
+                total += sample.value
+    return total
+
+
+def _per_worker(directory: Path) -> dict[str, float]:
+    """Each worker's own count, from its own file (counter_<pid>.db)."""
+    return {
+        path.stem.split("_")[-1]: _pings(MultiProcessCollector.merge([str(path)]))
+        for path in directory.glob("counter_*.db")
+    }
+
+
+async def test_two_workers_metrics_are_summed_in_one_scrape(tmp_path: Path) -> None:
+    redis = RedisProcess(free_port(), tmp_path)
+    await redis.start()
+    metrics_dir = tmp_path / "metrics"
+    try:
+        env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "REDIS_URL": redis.url}
+        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}"
+        env["JWT_SECRET"] = "test-secret-that-is-long-enough-for-hs256-0123456789"
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        code, err = await _run_to_end([str(CONCORD), "migrate"], env)
+        assert code == 0, err
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+
+        async def ping() -> None:
+            # A connection of its own: the kernel picks the worker that accepts it.
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                assert (await http.post("/graphql", json=PING)).status_code == 200
+
+        sent = 0
+        async with _served(env, port):
+            async with asyncio.timeout(60):
+                while True:
+                    await asyncio.gather(*(ping() for _ in range(10)))
+                    sent += 10
+                    counts = _per_worker(metrics_dir)
+                    if len([c for c in counts.values() if c > 0]) >= 2:
+                        break
+            assert sum(counts.values()) == sent
+            for _ in range(4):  # whichever worker answers the scrape reports both
+                async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                    text = (await http.get("/metrics")).text
+                assert _pings(text_string_to_metric_families(text)) == sent
+        assert all(c < sent for c in counts.values())
+    finally:
+        await redis.stop()
+
+
+def test_serve_sets_up_a_metrics_directory_for_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with worker_metrics_dir() as made:
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(made)
+        assert made.is_dir()
+    assert not made.exists()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    # The operator's own directory is kept, without the files of an earlier run.
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "counter_1.db").write_bytes(b"old")
+    (given / "notes.txt").write_text("kept")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
+    with worker_metrics_dir() as used:
+        assert used == given
+        assert not (given / "counter_1.db").exists()
+    assert (given / "notes.txt").read_text() == "kept"

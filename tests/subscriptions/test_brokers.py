@@ -10,6 +10,7 @@ import asyncio
 from contextlib import AsyncExitStack
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from subscriptions.backends import broker_from_url
@@ -198,6 +199,7 @@ async def test_redis_restart(
 ) -> None:
     broker = fast_redis_broker(own_redis.url, timeout=1.0, health_check_interval=0.5)
     channel, joined_while_down = f"{prefix}board", f"{prefix}other"
+    reconnects = REGISTRY.get_sample_value("concord_broker_reconnects_total") or 0.0
     await broker.connect()
     try:
         async with broker.subscribe(channel, queue_size=10) as subscription:
@@ -233,6 +235,9 @@ async def test_redis_restart(
                 assert await take(subscription, 1) == ["after"]
                 assert await take(late, 1) == ["after too"]
                 await broker.ping()
+                # Operators see it on /metrics: one reconnect (failed attempts are not).
+                after = REGISTRY.get_sample_value("concord_broker_reconnects_total")
+                assert after == reconnects + 1
     finally:
         await broker.disconnect()
 

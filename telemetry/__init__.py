@@ -1,0 +1,1 @@
+"""Tracing shared by every layer (server, resolvers, models, subscriptions); see tracing.py."""
