@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -19,10 +20,16 @@ from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from auth.backend import BearerTokenBackend, KnownUsers, unauthenticated_response
+from auth.backend import (
+    AuthenticationUnavailable,
+    BearerTokenBackend,
+    KnownUsers,
+    unauthenticated_response,
+)
 from auth.rate_limit import AuthRateLimiter
 from auth.tokens import TokenConfig, development_secret
-from models.database import Database
+from models.breaker import Breaker
+from models.database import STALL_GRACE, Database, DatabaseUnavailable, Timeouts, is_unavailable
 from models.migrate import SchemaBehind, require_current_schema, upgrade
 from models.user import users_by_ids
 from resolvers.context import Services
@@ -33,7 +40,7 @@ from server.demo import demo_routes
 from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL
 from server.limits import BodySizeLimit
-from server.metrics import MetricsMiddleware, metrics
+from server.metrics import MetricsMiddleware, metrics, watch_breaker
 from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
 from server.response_cache import response_cache
@@ -48,6 +55,50 @@ log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 10_000
 # What a browser page on an allowed origin may send (CORS_ORIGINS).
 CORS_REQUEST_HEADERS = ["authorization", "content-type", "accept", "last-event-id", SEEN_HEADER]
+
+
+# Longest a /readyz check waits: a load balancer's health check gives up after a few seconds.
+READINESS_CHECK_SECONDS = 2.0
+
+
+async def _within(seconds: float, check: Callable[[], Awaitable[None]]) -> None:
+    """Run `check`; raise TimeoutError if it has not finished after `seconds`.
+
+    Unlike `asyncio.timeout`, this does not wait for the cancelled check to wind down:
+    closing a connection to a frozen database takes seconds of its own.
+    """
+    task = asyncio.ensure_future(check())
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    task.result()
+
+
+def database_breaker(settings: Settings, timeouts: Timeouts) -> Breaker:
+    """The breaker in front of every engine of the database (see models/database.py)."""
+    return Breaker(
+        "database",
+        threshold=settings.breaker_failure_threshold,
+        recovery_seconds=settings.breaker_recovery_seconds,
+        # A trial connects and runs a statement; after that long it reported nothing.
+        trial_seconds=timeouts.connect + timeouts.statement + STALL_GRACE,
+        # The pool and the statement hooks only report outages (models/database.py).
+        is_failure=lambda exc: True,
+        unavailable=DatabaseUnavailable,
+    )
+
+
+def redis_breaker(settings: Settings) -> Breaker:
+    """The breaker in front of Redis publishes (events still reach subscribers: the log)."""
+    return Breaker(
+        "redis",
+        threshold=settings.breaker_failure_threshold,
+        recovery_seconds=settings.breaker_recovery_seconds,
+        trial_seconds=10.0,
+        is_failure=lambda exc: True,
+    )
 
 
 # RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits).
@@ -97,12 +148,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     refuse_unsafe(settings)
     tokens = token_config(settings)
-    broker = broker_from_url(settings.redis_url)
+    publish_breaker = redis_breaker(settings) if settings.redis_url else None
+    broker = broker_from_url(settings.redis_url, breaker=publish_breaker)
+    timeouts = Timeouts(
+        connect=settings.database_connect_timeout_seconds,
+        statement=settings.database_statement_timeout_seconds,
+        pool=settings.database_pool_timeout_seconds,
+    )
+    db_breaker = database_breaker(settings, timeouts)
+    watch_breaker(db_breaker)
+    if publish_breaker is not None:
+        watch_breaker(publish_breaker)
     services = Services(
         db=Database(
             settings.write_url,
             settings.read_url,
             lock_timeout=settings.database_lock_timeout_seconds,
+            timeouts=timeouts,
+            breaker=db_breaker,
         ),
         broker=broker,
         tokens=tokens,
@@ -119,8 +182,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def user_exists(user_id: uuid.UUID) -> bool:
         # The primary: a user who just registered may not be on a replica yet.
-        async with services.db.primary_reader() as session:
-            return bool(await users_by_ids(session, [user_id]))
+        try:
+            async with services.db.primary_reader() as session:
+                return bool(await users_by_ids(session, [user_id]))
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            wait = exc.retry_after if isinstance(exc, DatabaseUnavailable) else 1.0
+            raise AuthenticationUnavailable(wait) from exc
 
     known_users = services.known_users = KnownUsers(user_exists)
     limits = QueryLimits(
@@ -171,14 +240,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await require_current_schema(services.db.write_engine)
 
     async def readyz(request: Request) -> JSONResponse:
+        """Ready when the database answers, is migrated, and the broker answers.
+
+        Quickly either way: with a breaker open the check fails at once, and no check
+        waits longer than READINESS_CHECK_SECONDS.
+        """
         checks: dict[str, str] = {}
         for name, ping in (
             ("database", services.db.ping),
             ("schema", schema_current),
             ("broker", services.broker.ping),
         ):
+            if name == "schema" and checks["database"] != "ok":
+                checks[name] = "not checked"
+                continue
             try:
-                await ping()
+                await _within(READINESS_CHECK_SECONDS, ping)
                 checks[name] = "ok"
             except SchemaBehind as exc:
                 log.warning("readiness check failed", extra={"check": name, "error": str(exc)})

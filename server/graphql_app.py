@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,11 +22,13 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from auth.backend import Viewer, viewer_from_header
+from auth.backend import AuthenticationUnavailable, Viewer, viewer_from_header
 from auth.tokens import InvalidToken
+from models.database import is_unavailable
 from resolvers.context import Context, Services
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from schema.compiled import CompiledReads
+from schema.errors import UNAVAILABLE_MESSAGE, describe, retry_after
 from server.compiled_http import CompiledAnswers
 from server.encoding import dumps
 from server.graphiql import graphiql_html, security_headers
@@ -37,7 +40,12 @@ from server.negotiation import (
     wants_graphql_response,
 )
 from server.query_limits import DocumentCheck, QueryLimits
-from server.request_deadline import request_deadline, too_many
+from server.request_deadline import (
+    request_deadline,
+    too_many,
+    unavailable,
+    unavailable_error,
+)
 from server.response_cache import ResponseCache
 from server.sse import EventStreams, accepts_event_stream
 from server.websocket import (
@@ -46,6 +54,8 @@ from server.websocket import (
     LimitedWebSocketAdapter,
 )
 from server.ws_legacy import LegacyProtocolRules
+
+log = logging.getLogger(__name__)
 
 
 def graphql_error_response(
@@ -171,6 +181,7 @@ class ConcordGraphQL(EventStreams):
             self.request_timeout, self._execute(context, request_data, general)
         )
         too_many(result, sub_response)
+        unavailable(result, sub_response)
         return result
 
     async def _execute(
@@ -189,7 +200,13 @@ class ConcordGraphQL(EventStreams):
             or request_data.protocol != "http"
         ):
             return await general()
-        data = await compiled.answer(context, query, operation_name, request_data.variables)
+        try:
+            data = await compiled.answer(context, query, operation_name, request_data.variables)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("database unavailable on the compiled path: %s", describe(exc))
+            return ExecutionResult(data=None, errors=[unavailable_error(retry_after(exc))])
         if data is not None:
             return ExecutionResult(data=data, errors=None)
         result = await general()
@@ -206,31 +223,52 @@ class ConcordGraphQL(EventStreams):
                     timer.cancel()
             return
         request = Request(scope=scope, receive=receive)
+        try:
+            response = await self._respond(request)
+        except Exception as exc:
+            # The database went away outside any operation's execution: building the
+            # context (the replica check), or on the compiled path's fast entry.
+            if not is_unavailable(exc):
+                raise
+            log.warning("database unavailable: %s", describe(exc))
+            wait = retry_after(exc)
+            response = graphql_error_response(
+                UNAVAILABLE_MESSAGE,
+                503,
+                "SERVICE_UNAVAILABLE",
+                headers={"Retry-After": str(wait)},
+                media_type=_media_type(request),
+            )
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        """The response to an HTTP request: the compiled path's, else the view's."""
         if (
             self.compiled is not None
             and request.method == "POST"
             and not accepts_event_stream(request.headers.get("accept", ""))
         ):
+            deadline = asyncio.timeout(self.request_timeout)
             try:
-                async with asyncio.timeout(self.request_timeout):
+                async with deadline:
                     compiled = await self.compiled.respond(
                         request, self._context, self.encode_json, _media_type(request)
                     )
             except TimeoutError:
+                if not deadline.expired():
+                    raise  # the database's own timeout: unavailable, not slow
                 # Answered by the general path instead, which reports the time limit the
                 # way every other request does (its own deadline applies there).
                 compiled = None
             if compiled is not None:
-                await compiled(scope, receive, send)
-                return
+                return compiled
         try:
             await _require_json_object(request)
-            response = _negotiated(request, await self.run(request))
+            return _negotiated(request, await self.run(request))
         except HTTPException as exc:
             # Malformed JSON, a non-GraphQL body, a wrong method: a 4xx with a GraphQL
             # error body, never plain text and never a 500.
-            response = http_error_response(request, exc)
-        await response(scope, receive, send)
+            return http_error_response(request, exc)
 
     async def _context(self, request: Request) -> Context:
         return await self.get_context(request, Response())
@@ -264,8 +302,13 @@ class ConcordGraphQL(EventStreams):
         if viewer is None:
             raise ConnectionRejectionError({"reason": "authentication required"})
         known = self.services.known_users
-        if known is not None and not await known(viewer.user_id):
-            raise ConnectionRejectionError({"reason": "unknown user"})
+        try:
+            if known is not None and not await known(viewer.user_id):
+                raise ConnectionRejectionError({"reason": "unknown user"})
+        except AuthenticationUnavailable:
+            # The database is down: the token's signature is good, and every operation
+            # on the socket answers SERVICE_UNAVAILABLE until the database is back.
+            log.warning("WebSocket accepted without checking its user: database unavailable")
         context.viewer = viewer
         context.per_connection = True
         context.reset_loaders()

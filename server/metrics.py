@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.breaker import STATE_VALUES, Breaker
 
 HTTP_REQUESTS = Counter(
     "concord_http_requests_total",
@@ -15,7 +17,17 @@ HTTP_REQUESTS = Counter(
     ["method", "path", "status"],
 )
 HTTP_LATENCY = Histogram("concord_http_request_seconds", "HTTP request latency by path.", ["path"])
+BREAKER_STATE = Gauge(
+    "concord_breaker_state",
+    "Circuit breaker state: 0 closed, 1 open (calls fail at once), 2 half-open (one trial).",
+    ["name"],
+)
 KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+
+
+def watch_breaker(breaker: Breaker) -> None:
+    """Report `breaker`'s state as concord_breaker_state{name=…}, read at each scrape."""
+    BREAKER_STATE.labels(breaker.name).set_function(lambda: STATE_VALUES[breaker.state])
 
 
 class MetricsMiddleware:
