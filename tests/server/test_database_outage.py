@@ -7,8 +7,9 @@ is killed (a crash: SIGKILL by process id) or frozen (SIGSTOP), then brought bac
 same port and data directory. What a client must see:
 
 * while the database is down, every request answers 503 with SERVICE_UNAVAILABLE (never
-  INTERNAL_SERVER_ERROR, never a hang): once the breaker is open, at once; /readyz says
-  not ready, and concord_breaker_state{name="database"} is 1;
+  INTERNAL_SERVER_ERROR, never a hang): mutations, reads on the compiled and the general
+  path, a caller the process has not seen yet, and WebSocket operations; once the breaker
+  is open, at once; /readyz says not ready, and concord_breaker_state{name="database"} is 1;
 * afterwards the same process serves again, without a restart;
 * every write that answered with a CardPayload is in the database.
 """
@@ -30,7 +31,7 @@ import pytest
 from auth.tokens import issue_access_token
 from server.settings import Settings
 from tests.api import Api, Person, migrate, settings_for
-from tests.live import LiveServer, live_server, socket
+from tests.live import EVENTS, LiveServer, Socket, live_server, socket
 from tests.postgres_process import PostgresProcess
 
 pytestmark = pytest.mark.postgres
@@ -125,11 +126,19 @@ class Writers:
         await asyncio.gather(*self._tasks)
 
 
-async def setup(live: LiveServer) -> tuple[Person, str]:
+async def setup(live: LiveServer) -> tuple[Person, str, str]:
     alice = await live.api.register()
     workspace = await live.api.workspace(alice)
     board = await live.api.board(alice, workspace["id"])
-    return alice, board["id"]
+    return alice, workspace["id"], board["id"]
+
+
+async def first_message(ws: Socket, op_id: str) -> dict[str, Any]:
+    """The first message about operation `op_id` (others' `complete`s are skipped)."""
+    while True:
+        message = await ws.receive()
+        if message.get("id") == op_id:
+            return message
 
 
 async def breaker_state(live: LiveServer) -> float:
@@ -165,10 +174,12 @@ async def test_a_killed_database_fails_requests_fast_and_the_app_recovers(
     own_postgres: PostgresProcess, tmp_path: Path
 ) -> None:
     async with live_server(outage_settings(own_postgres, tmp_path)) as live:
-        alice, board = await setup(live)
+        alice, workspace, board = await setup(live)
         token = alice.token
         async with socket(live.ws_url) as ws:
             assert (await ws.init(token))["type"] == "connection_ack"
+            for _ in range(2):  # learnt by the compiled read path, then answered by it
+                await live.api.ok(BOARD, {"b": board}, token)
             writers = Writers(live.api, alice, board)
             await asyncio.sleep(1.0)
 
@@ -179,11 +190,14 @@ async def test_a_killed_database_fails_requests_fast_and_the_app_recovers(
             assert await breaker_state(live) == 1.0
             ready, ready_seconds = await timed(live.api.client.get("/readyz"))
             read, read_seconds = await timed(live.api.raw(BOARD, {"b": board}, token))
+            general, _ = await timed(live.api.raw("{ me { id } }", None, token))
             # A caller this process has not seen yet: its token's user cannot be checked.
             stranger = issue_access_token(live.api.app.state.services.tokens, uuid.uuid4())
             unknown, _ = await timed(live.api.raw(BOARD, {"b": board}, stranger))
             await ws.subscribe("q", BOARD, {"b": board})
-            over_ws = await ws.receive()
+            over_ws = await first_message(ws, "q")
+            await ws.subscribe("live", EVENTS, {"w": workspace, "a": None})
+            live_over_ws = await first_message(ws, "live")
             await asyncio.sleep(DOWN_SECONDS / 2)
 
             writers.phase = "restarting"
@@ -213,10 +227,14 @@ async def test_a_killed_database_fails_requests_fast_and_the_app_recovers(
     assert read.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert int(read.headers["retry-after"]) >= 1
     assert read_seconds < STOPPED_BOUND
+    assert general.status_code == 503, general.text
+    assert general.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert unknown.status_code == 503, unknown.text
     assert unknown.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert over_ws["id"] == "q"
     assert over_ws["payload"]["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert live_over_ws["id"] == "live"
+    assert live_over_ws["payload"]["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
 
     back = writers.during("back")
     assert {(o.status, o.kind) for o in back} <= {
@@ -236,7 +254,7 @@ async def test_a_frozen_database_holds_no_request_beyond_its_timeouts(
     own_postgres: PostgresProcess, tmp_path: Path
 ) -> None:
     async with live_server(outage_settings(own_postgres, tmp_path)) as live:
-        alice, board = await setup(live)
+        alice, _, board = await setup(live)
         writers = Writers(live.api, alice, board)
         await asyncio.sleep(1.0)
 
