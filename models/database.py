@@ -155,8 +155,49 @@ def _report_to(engine: AsyncEngine, breaker: Breaker) -> None:
             breaker.failed(exc)
 
 
+# SQLite calls the statement timeout's progress handler every this many VM instructions.
+SQLITE_PROGRESS_STEPS = 10_000
+
+
+def _sqlite_statement_timeout(engine: AsyncEngine, seconds: float) -> None:
+    """Interrupt a statement that runs longer than `seconds` ("interrupted").
+
+    SQLite has no statement timeout of its own: a progress handler, called by the
+    connection's thread every SQLITE_PROGRESS_STEPS instructions, aborts the statement once
+    its deadline (set when it starts) has passed.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _install(dbapi_connection: Any, record: Any) -> None:
+        deadline = record.info["statement_deadline"] = [math.inf]
+
+        def past_deadline() -> int:
+            return int(time.monotonic() > deadline[0])
+
+        dbapi_connection.run_async(
+            lambda conn: conn.set_progress_handler(past_deadline, SQLITE_PROGRESS_STEPS)
+        )
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _started(connection: Any, *_args: Any) -> None:
+        deadline = connection.info.get("statement_deadline")
+        if deadline is not None:
+            deadline[0] = time.monotonic() + seconds
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _finished(connection: Any, *_args: Any) -> None:
+        deadline = connection.info.get("statement_deadline")
+        if deadline is not None:
+            deadline[0] = math.inf
+
+
 def _sqlite_engine(
-    url: URL, *, writer: bool, busy_timeout: float, pool_kwargs: dict[str, Any]
+    url: URL,
+    *,
+    writer: bool,
+    busy_timeout: float,
+    timeouts: Timeouts | None,
+    pool_kwargs: dict[str, Any],
 ) -> AsyncEngine:
     database = url.database or ""
     if database and database != ":memory:":
@@ -181,6 +222,8 @@ def _sqlite_engine(
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql(begin)
 
+    if timeouts is not None:
+        _sqlite_statement_timeout(engine, timeouts.statement)
     return engine
 
 
@@ -289,7 +332,7 @@ def make_engine(
     engines that only read (see `Database`).
 
     `timeouts` bound connecting, statements and the wait for a pooled connection (SQLite:
-    only the latter; its busy timeout bounds its lock waits). `breaker` (pooled engines):
+    the latter two; its busy timeout bounds its lock waits). `breaker` (pooled engines):
     consulted before a connection is handed out, told how connections and statements end.
 
     `busy_timeout` (SQLite only): seconds a writer waits for another connection's write lock
@@ -308,7 +351,11 @@ def make_engine(
         pool_kwargs["pool_timeout"] = timeouts.pool
     if backend == "sqlite":
         engine = _sqlite_engine(
-            parsed, writer=writer, busy_timeout=busy_timeout, pool_kwargs=pool_kwargs
+            parsed,
+            writer=writer,
+            busy_timeout=busy_timeout,
+            timeouts=timeouts,
+            pool_kwargs=pool_kwargs,
         )
     elif backend == "mssql":
         engine = _mssql_engine(

@@ -117,6 +117,24 @@ async def test_every_engine_of_a_database_waits_that_long_for_a_pooled_connectio
         await db.dispose()
 
 
+async def test_a_long_sqlite_statement_is_interrupted(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", timeouts=SHORT)
+    count = text(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
+        " SELECT count(*) FROM c"
+    )
+    try:
+        async with engine.connect() as conn:
+            started = time.monotonic()
+            with pytest.raises(DBAPIError, match="interrupted"):
+                await conn.execute(count)
+            assert time.monotonic() - started < 3
+            # The next statement has a deadline of its own.
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
 def test_tools_run_without_timeouts_or_breaker() -> None:
     engine = make_engine(postgres_url(), pool=False)
     assert not isinstance(engine.sync_engine.pool, GuardedPool)
