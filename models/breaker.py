@@ -12,8 +12,9 @@ per process): its synchronous flavour, because SQLAlchemy's pool and event hooks
 the database's calls are observed, are synchronous code. Two things are added here:
 
 * the decision and the outcome are reported separately (`allow` before a connection is
-  taken from the pool, `succeeded`/`failed` when a statement ends), since no single
-  block of code spans a database call;
+  taken from the pool, `failed` when connecting or a statement fails, `succeeded` when the
+  connection goes back to the pool intact), since no single block of code spans a
+  database call;
 * while half-open only one trial runs at a time (purgatory lets every call through): the
   others fail at once instead of all waiting on a database that may still be stalled. A
   trial that reports nothing (its request was cancelled) frees its place after
@@ -114,7 +115,7 @@ class Breaker:
         """A call went through: closes a half-open breaker, forgets earlier failures."""
         context = self._circuit.context
         if context.state == CLOSED and not context.failure_count:
-            return  # the common case, on every statement: nothing to change
+            return  # the common case, on every request: nothing to change
         self._outcome(None)
 
     def recovered(self) -> None:

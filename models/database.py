@@ -20,8 +20,9 @@ connecting, each statement, and waiting for a pooled connection are all bounded,
 a stalled database (a frozen server, a dropped network path) fails a request instead of
 holding it forever. Each engine's pool then reports to the database's circuit breaker
 (`models/breaker.py`): a connection that cannot be made, or a statement whose connection
-was lost or timed out, is a failure; a finished statement a success. While the breaker is
-open, taking a connection from the pool raises `DatabaseUnavailable` at once.
+was lost or timed out, is a failure; a connection returned to the pool intact is a
+success. While the breaker is open, taking a connection from the pool raises
+`DatabaseUnavailable` at once.
 """
 
 from __future__ import annotations
@@ -131,15 +132,18 @@ class GuardedPool(AsyncAdaptedQueuePool):
 
 
 def _report_to(engine: AsyncEngine, breaker: Breaker) -> None:
-    """Statements' outcomes go to the breaker; outages invalidate the connection."""
+    """Connections' outcomes go to the breaker; outages invalidate the connection."""
     pool = engine.sync_engine.pool
     if not isinstance(pool, GuardedPool):
         return
     pool.breaker = breaker
 
-    @event.listens_for(engine.sync_engine, "after_cursor_execute")
-    def _finished(*_args: Any) -> None:
-        breaker.succeeded()
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(dbapi_connection: Any, _record: Any) -> None:
+        # Back in the pool intact: whatever ran on it got answers (an outage invalidates
+        # the connection first, below). A pool event, so statements pay nothing for it.
+        if dbapi_connection is not None:
+            breaker.succeeded()
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _failed(context: Any) -> None:
