@@ -8,6 +8,7 @@ where a bad token closes the socket with 4403; the backend leaves them alone.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,15 @@ def viewer_from_header(config: TokenConfig, header: str | None) -> Viewer | None
 
 
 UserExists = Callable[[uuid.UUID], Awaitable[bool]]
+
+
+class AuthenticationUnavailable(AuthenticationError):
+    """The token's user could not be looked up: the database is down. HTTP 503, not 401:
+    the token is fine, and the client should retry later rather than sign in again."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("The service is temporarily unavailable; try again shortly.")
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class KnownUsers:
@@ -178,8 +188,12 @@ class Authenticator:
         self.external = external
         self.denylist = denylist
 
-    async def viewer(self, header: str | None) -> Viewer | None:
-        """The caller, None without a token; InvalidToken for any token not to be honoured."""
+    async def viewer(self, header: str | None, check_user: bool = True) -> Viewer | None:
+        """The caller, None without a token; InvalidToken for any token not to be honoured.
+
+        `check_user=False` skips looking the user up (for a socket accepted while the
+        database is down: AuthenticationUnavailable from the lookup).
+        """
         token = bearer_token(header)
         if token is None:
             return None
@@ -196,7 +210,11 @@ class Authenticator:
             and await self.denylist.is_revoked(viewer.session_id)
         ):
             raise SignedOut("This login was signed out: sign in again.")
-        if self.known_users is not None and not await self.known_users(viewer.user_id):
+        if (
+            check_user
+            and self.known_users is not None
+            and not await self.known_users(viewer.user_id)
+        ):
             raise UnknownUser("This access token's user does not exist.")
         return viewer
 
@@ -228,5 +246,12 @@ class BearerTokenBackend(AuthenticationBackend):
 
 
 def unauthenticated_response(conn: HTTPConnection, exc: Exception) -> JSONResponse:
+    if isinstance(exc, AuthenticationUnavailable):
+        unavailable = {"code": "SERVICE_UNAVAILABLE", "retryAfter": exc.retry_after}
+        return JSONResponse(
+            {"errors": [{"message": str(exc), "extensions": unavailable}]},
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     body = {"errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}]}
     return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})

@@ -9,6 +9,7 @@ and drops field suggestions that would reveal the schema to a probing client.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import typing
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,6 +22,8 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
+from models.breaker import Unavailable
+from models.database import is_unavailable
 from resolvers.errors import (
     DomainError,
     ForbiddenError,
@@ -135,6 +138,13 @@ _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 _REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 
+def describe(exc: BaseException) -> str:
+    """The exception's type and message (the driver's own for a wrapped database error)."""
+    cause = exc.__cause__ if isinstance(exc, Unavailable) and exc.__cause__ else exc
+    orig = getattr(cause, "orig", None) or cause
+    return f"{type(orig).__name__}: {orig}" if str(orig) else type(orig).__name__
+
+
 def _extensions(error: GraphQLError) -> dict[str, Any]:
     original = error.original_error
     if isinstance(original, _REQUEST_ERRORS):
@@ -150,11 +160,21 @@ def _extensions(error: GraphQLError) -> dict[str, Any]:
         return extensions
     if isinstance(original, GraphQLError):
         return {"code": "BAD_USER_INPUT"}
+    if original is not None and is_unavailable(original):
+        return {"code": "SERVICE_UNAVAILABLE", "retryAfter": retry_after(original)}
     if original is None:
         if error.message.startswith("Syntax Error"):
             return {"code": "GRAPHQL_PARSE_FAILED"}
         return {"code": "GRAPHQL_VALIDATION_FAILED"}
     return {"code": "INTERNAL_SERVER_ERROR"}
+
+
+UNAVAILABLE_MESSAGE = "The service is temporarily unavailable (its database); try again shortly."
+
+
+def retry_after(exc: BaseException) -> int:
+    """Whole seconds until an unavailable dependency is worth trying again (at least 1)."""
+    return max(1, math.ceil(exc.retry_after)) if isinstance(exc, Unavailable) else 1
 
 
 class ErrorCodes(SchemaExtension):
@@ -170,6 +190,13 @@ class ErrorCodes(SchemaExtension):
         unexpected = original is not None and not isinstance(
             original, (DomainError, GraphQLError, *_REQUEST_ERRORS)
         )
+        if unexpected and original is not None and is_unavailable(original):
+            # An outage, not a bug: no traceback; nothing at all once the breaker is open
+            # (it logged opening), one line for the failures that open it.
+            if not (isinstance(original, Unavailable) and original.__cause__ is None):
+                log.warning("database unavailable in %s: %s", error.path, describe(original))
+            unexpected = False
+            message = UNAVAILABLE_MESSAGE
         if unexpected:
             log.error("unexpected error in %s", error.path, exc_info=original)
             if not self.debug:

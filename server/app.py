@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from auth.backend import (
+    AuthenticationUnavailable,
     Authenticator,
     BearerTokenBackend,
     KnownUsers,
@@ -29,7 +31,8 @@ from auth.external import ExternalTokens, external_config
 from auth.rate_limit import AuthRateLimiter
 from auth.revocation import RevocationWatch, revocations_from_url
 from auth.tokens import TokenConfig, development_secret
-from models.database import Database
+from models.breaker import Breaker
+from models.database import STALL_GRACE, Database, DatabaseUnavailable, Timeouts, is_unavailable
 from models.migrate import SchemaBehind, require_current_schema, upgrade
 from models.user import users_by_ids
 from resolvers.accounts import external_user
@@ -44,7 +47,7 @@ from server.idempotency import HEADER as IDEMPOTENCY_HEADER
 from server.idempotency import REPLAYED_HEADER, IdempotentMutations
 from server.limits import BodySizeLimit, BodyTimeout
 from server.logging import redact_request_lines
-from server.metrics import metrics
+from server.metrics import metrics, watch_breaker
 from server.observe import OperationObserver, RequestObserver
 from server.production import MetricsGate, refuse_unsafe
 from server.query_limits import QueryLimits, QueryLimitsExtension
@@ -70,6 +73,50 @@ CORS_REQUEST_HEADERS = [
     "x-request-id",
     "traceparent",
 ]
+
+
+# Longest a /readyz check waits: a load balancer's health check gives up after a few seconds.
+READINESS_CHECK_SECONDS = 2.0
+
+
+async def _within(seconds: float, check: Callable[[], Awaitable[None]]) -> None:
+    """Run `check`; raise TimeoutError if it has not finished after `seconds`.
+
+    Unlike `asyncio.timeout`, this does not wait for the cancelled check to wind down:
+    closing a connection to a frozen database takes seconds of its own.
+    """
+    task = asyncio.ensure_future(check())
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    task.result()
+
+
+def database_breaker(settings: Settings, timeouts: Timeouts) -> Breaker:
+    """The breaker in front of every engine of the database (see models/database.py)."""
+    return Breaker(
+        "database",
+        threshold=settings.breaker_failure_threshold,
+        recovery_seconds=settings.breaker_recovery_seconds,
+        # A trial connects and runs a statement; after that long it reported nothing.
+        trial_seconds=timeouts.connect + timeouts.statement + STALL_GRACE,
+        # The pool and the statement hooks only report outages (models/database.py).
+        is_failure=lambda exc: True,
+        unavailable=DatabaseUnavailable,
+    )
+
+
+def redis_breaker(settings: Settings) -> Breaker:
+    """The breaker in front of Redis publishes (events still reach subscribers: the log)."""
+    return Breaker(
+        "redis",
+        threshold=settings.breaker_failure_threshold,
+        recovery_seconds=settings.breaker_recovery_seconds,
+        trial_seconds=10.0,
+        is_failure=lambda exc: True,
+    )
 
 
 # RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits).
@@ -135,12 +182,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
     redact_request_lines()
     tracing.configure(settings.otel_exporter_otlp_endpoint)
     tokens = token_config(settings)
-    broker = broker_from_url(settings.redis_url)
+    publish_breaker = redis_breaker(settings) if settings.redis_url else None
+    broker = broker_from_url(settings.redis_url, breaker=publish_breaker)
+    timeouts = Timeouts(
+        connect=settings.database_connect_timeout_seconds,
+        statement=settings.database_statement_timeout_seconds,
+        pool=settings.database_pool_timeout_seconds,
+    )
+    db_breaker = database_breaker(settings, timeouts)
+    watch_breaker(db_breaker)
+    if publish_breaker is not None:
+        watch_breaker(publish_breaker)
     services = Services(
         db=Database(
             settings.write_url,
             settings.read_url,
             lock_timeout=settings.database_lock_timeout_seconds,
+            timeouts=timeouts,
+            breaker=db_breaker,
         ),
         broker=broker,
         tokens=tokens,
@@ -159,8 +218,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def user_exists(user_id: uuid.UUID) -> bool:
         # The primary: a user who just registered may not be on a replica yet.
-        async with services.db.primary_reader() as session:
-            return bool(await users_by_ids(session, [user_id]))
+        try:
+            async with services.db.primary_reader() as session:
+                return bool(await users_by_ids(session, [user_id]))
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            wait = exc.retry_after if isinstance(exc, DatabaseUnavailable) else 1.0
+            raise AuthenticationUnavailable(wait) from exc
 
     if tracing.tracer is not None:
         _trace_sql(services.db)
@@ -236,14 +301,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await require_current_schema(services.db.write_engine)
 
     async def readyz(request: Request) -> JSONResponse:
+        """Ready when the database answers, is migrated, and the broker answers.
+
+        Quickly either way: with a breaker open the check fails at once, and no check
+        waits longer than READINESS_CHECK_SECONDS.
+        """
         checks: dict[str, str] = {}
         for name, ping in (
             ("database", services.db.ping),
             ("schema", schema_current),
             ("broker", services.broker.ping),
         ):
+            if name == "schema" and checks["database"] != "ok":
+                checks[name] = "not checked"
+                continue
             try:
-                await ping()
+                await _within(READINESS_CHECK_SECONDS, ping)
                 checks[name] = "ok"
             except SchemaBehind as exc:
                 log.warning("readiness check failed", extra={"check": name, "error": str(exc)})

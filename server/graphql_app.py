@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,11 +25,13 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from auth.backend import Authenticator, SignedOut, UnknownUser, Viewer
+from auth.backend import AuthenticationUnavailable, Authenticator, SignedOut, UnknownUser, Viewer
 from auth.tokens import InvalidToken
+from models.database import is_unavailable
 from resolvers.context import Context, Services
 from resolvers.reads import SEEN_HEADER, parse_seen, reader_for
 from schema.compiled import CompiledReads
+from schema.errors import UNAVAILABLE_MESSAGE, describe, retry_after
 from server.compiled_http import CompiledAnswers
 from server.encoding import dumps
 from server.graphiql import graphiql_html, security_headers
@@ -43,7 +46,12 @@ from server.negotiation import (
 from server.observe import REQUEST_ID, WEBSOCKETS
 from server.operation_limits import RateLimitedStart, RateLimitedSubscribe, refuse_http
 from server.query_limits import DocumentCheck, QueryLimits
-from server.request_deadline import request_deadline, too_many
+from server.request_deadline import (
+    request_deadline,
+    too_many,
+    unavailable,
+    unavailable_error,
+)
 from server.response_cache import ResponseCache
 from server.sse import EventStreams, accepts_event_stream
 from server.websocket import (
@@ -53,6 +61,8 @@ from server.websocket import (
 )
 from server.ws_fanout import FanoutTransportWSHandler
 from server.ws_legacy import LegacyProtocolRules
+
+log = logging.getLogger(__name__)
 
 
 def graphql_error_response(
@@ -192,6 +202,7 @@ class ConcordGraphQL(EventStreams):
             self.request_timeout, self._execute(context, request_data, general)
         )
         too_many(result, sub_response)
+        unavailable(result, sub_response)
         return result
 
     async def _execute(
@@ -210,7 +221,13 @@ class ConcordGraphQL(EventStreams):
             or request_data.protocol != "http"
         ):
             return await general()
-        data = await compiled.answer(context, query, operation_name, request_data.variables)
+        try:
+            data = await compiled.answer(context, query, operation_name, request_data.variables)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("database unavailable on the compiled path: %s", describe(exc))
+            return ExecutionResult(data=None, errors=[unavailable_error(retry_after(exc))])
         if data is not None:
             return ExecutionResult(data=data, errors=None)
         result = await general()
@@ -238,37 +255,55 @@ class ConcordGraphQL(EventStreams):
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        try:
+            response = await self._respond(request)
+        except Exception as exc:
+            # The database went away outside any operation's execution: building the
+            # context (the replica check), or on the compiled path's fast entry.
+            if not is_unavailable(exc):
+                raise
+            log.warning("database unavailable: %s", describe(exc))
+            wait = retry_after(exc)
+            response = graphql_error_response(
+                UNAVAILABLE_MESSAGE,
+                503,
+                "SERVICE_UNAVAILABLE",
+                headers={"Retry-After": str(wait)},
+                media_type=_media_type(request),
+            )
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        """The response to an HTTP request: the compiled path's, else the view's."""
         if self.idempotency is not None and HEADER in request.headers:
             # Before the compiled path, which answers only queries: a keyed mutation is
             # answered from its stored result or run with its claim, never twice.
             prepared = await self.idempotency.prepare(request)
             if isinstance(prepared, Response):
-                await prepared(scope, receive, send)
-                return
+                return prepared
             if prepared is not None:
                 answer = await self._general(request)
-                await (await self.idempotency.finish(request, prepared, answer))(
-                    scope, receive, send
-                )
-                return
+                return await self.idempotency.finish(request, prepared, answer)
         if (
             self.compiled is not None
             and request.method == "POST"
             and not accepts_event_stream(request.headers.get("accept", ""))
         ):
+            deadline = asyncio.timeout(self.request_timeout)
             try:
-                async with asyncio.timeout(self.request_timeout):
+                async with deadline:
                     compiled = await self.compiled.respond(
                         request, self._context, self.encode_json, _media_type(request)
                     )
             except TimeoutError:
+                if not deadline.expired():
+                    raise  # the database's own timeout: unavailable, not slow
                 # Answered by the general path instead, which reports the time limit the
                 # way every other request does (its own deadline applies there).
                 compiled = None
             if compiled is not None:
-                await compiled(scope, receive, send)
-                return
-        await (await self._general(request))(scope, receive, send)
+                return compiled
+        return await self._general(request)
 
     async def _general(self, request: Request) -> Response:
         """The answer of Strawberry's view (the general path), negotiated."""
@@ -315,8 +350,15 @@ class ConcordGraphQL(EventStreams):
         authenticator = self.services.authenticator or Authenticator(
             self.services.tokens, self.services.known_users
         )
+        token = header if isinstance(header, str) else ""
         try:
-            viewer = await authenticator.viewer(header if isinstance(header, str) else "")
+            try:
+                viewer = await authenticator.viewer(token)
+            except AuthenticationUnavailable:
+                # The database is down: the token's signature is good, and every operation
+                # on the socket answers SERVICE_UNAVAILABLE until the database is back.
+                log.warning("WebSocket accepted without checking its user: database unavailable")
+                viewer = await authenticator.viewer(token, check_user=False)
         except UnknownUser as exc:
             raise ConnectionRejectionError({"reason": "unknown user"}) from exc
         except SignedOut as exc:

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import (
@@ -27,10 +27,46 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from models.breaker import STATE_VALUES, Breaker
+
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class BreakerStates(Collector):
+    """`concord_breaker_state{name}`, read from each breaker at scrape time.
+
+    A collector rather than a Gauge: a breaker's state changes by itself (open becomes
+    half-open when due), and with `--workers` no metric file is written for it: the
+    scrape reports the breakers of the worker that answers it.
+    """
+
+    def __init__(self) -> None:
+        self.breakers: dict[str, Breaker] = {}
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "concord_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open (calls fail at once), 2 half-open "
+            "(one trial).",
+            labels=["name"],
+        )
+        for name, breaker in self.breakers.items():
+            family.add_metric([name], STATE_VALUES[breaker.state])
+        yield family
+
+
+BREAKER_STATES = BreakerStates()
+REGISTRY.register(BREAKER_STATES)
+
+
+def watch_breaker(breaker: Breaker) -> None:
+    """Report `breaker`'s state as concord_breaker_state{name=…} (the latest app's)."""
+    BREAKER_STATES.breakers[breaker.name] = breaker
 
 
 def _registry() -> CollectorRegistry:
@@ -38,6 +74,7 @@ def _registry() -> CollectorRegistry:
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(BREAKER_STATES)
     return registry
 
 

@@ -1,4 +1,5 @@
-"""Limits applied around one HTTP operation: its time limit, and 429 for rate limits.
+"""Limits applied around one HTTP operation: its time limit, 429 for rate limits, 503
+when the database is unavailable.
 
 The time limit cancels the work, it does not just stop waiting for it.
 """
@@ -11,6 +12,8 @@ from collections.abc import Awaitable
 from graphql import GraphQLError
 from starlette.responses import Response
 from strawberry.types import ExecutionResult
+
+from schema.errors import UNAVAILABLE_MESSAGE
 
 
 def timeout_error(seconds: float) -> GraphQLError:
@@ -38,13 +41,30 @@ async def request_deadline(
         return ExecutionResult(data=None, errors=[timeout_error(seconds)])
 
 
+def unavailable_error(retry_after: int) -> GraphQLError:
+    """SERVICE_UNAVAILABLE for work that failed outside the schema's execution."""
+    return GraphQLError(
+        UNAVAILABLE_MESSAGE,
+        extensions={"code": "SERVICE_UNAVAILABLE", "retryAfter": retry_after},
+    )
+
+
+def unavailable(result: ExecutionResult, response: Response) -> None:
+    """HTTP 503 with Retry-After when the operation failed because the database is down."""
+    _status(result, response, "SERVICE_UNAVAILABLE", 503)
+
+
 def too_many(result: ExecutionResult, response: Response) -> None:
     """HTTP 429 with Retry-After when the operation was refused by a rate limit."""
+    _status(result, response, "RATE_LIMITED", 429)
+
+
+def _status(result: ExecutionResult, response: Response, code: str, status: int) -> None:
     waits = [
         int(error.extensions.get("retryAfter", 1))
         for error in result.errors or ()
-        if error.extensions and error.extensions.get("code") == "RATE_LIMITED"
+        if error.extensions and error.extensions.get("code") == code
     ]
     if waits:
-        response.status_code = 429
+        response.status_code = status
         response.headers["Retry-After"] = str(max(waits))

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
 
     # SQL Server: how long a statement waits for a lock before error 1222 (retried).
     database_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    # Bounds on the serving process's database calls (see models/database.py `Timeouts`):
+    # opening a connection, one statement (below REQUEST_TIMEOUT_SECONDS, so that a stalled
+    # database is noticed before the request's own deadline), waiting for a pooled one.
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    database_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)
+    database_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    # Circuit breakers (database, Redis publishes): consecutive failures that open one, and
+    # how long it stays open before one trial call may go through.
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_recovery_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     ws_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
     subscriber_queue_size: int = Field(default=1000, ge=1)

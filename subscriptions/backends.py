@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from models.breaker import Breaker
 from subscriptions.broker import Broker
 from subscriptions.memory import MemoryBroker
 from subscriptions.redis import RedisBroker, redact
@@ -11,7 +12,7 @@ from subscriptions.redis import RedisBroker, redact
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
 
 
-def broker_from_url(url: str | None) -> Broker:
+def broker_from_url(url: str | None, *, breaker: Breaker | None = None) -> Broker:
     """None → in-process `MemoryBroker`; redis:// or rediss:// → `RedisBroker`.
 
     Anything else (including an empty string) raises ValueError, so that a mistyped
@@ -20,7 +21,7 @@ def broker_from_url(url: str | None) -> Broker:
     if url is None:
         return MemoryBroker()
     if is_redis_url(url):
-        return RedisBroker(url)
+        return RedisBroker(url, breaker=breaker)
     raise ValueError(
         f"unsupported broker URL {redact(url)!r}: expected redis://… or rediss://…, "
         "or no URL for the in-process broker"

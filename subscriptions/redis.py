@@ -8,7 +8,10 @@ every message to the local `FanoutHub`. PUBLISH and PING go through a separate c
 When the connection drops, the reader reconnects with bounded exponential backoff,
 re-subscribes every channel that has local subscribers, and, once Redis confirms each
 SUBSCRIBE, signals that channel's subscribers `MessagesMayBeLost` so they backfill from
-the database. While Redis is down `publish` raises `BrokerUnavailable`.
+the database. While Redis is down `publish` raises `BrokerUnavailable`; with a circuit
+breaker (`breaker`), once publishes have failed that many times in a row, `publish` raises
+it at once instead of each waiting for its timeout on a stalled Redis, until a trial after
+the breaker's recovery time succeeds, or the pub/sub connection or a PING shows Redis back.
 
 We drive a bare redis-py connection rather than `redis.asyncio.client.PubSub` because
 PubSub reconnects (and re-subscribes) by itself inside whichever call notices the
@@ -35,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from models.breaker import Breaker, Unavailable
 from subscriptions.broker import BrokerUnavailable
 from subscriptions.fanout import FanoutHub, LocalSubscriber
 
@@ -82,6 +86,7 @@ class RedisBroker:
         health_check_interval: float = 5.0,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        breaker: Breaker | None = None,
     ) -> None:
         if urlsplit(url).scheme.lower() not in {"redis", "rediss"}:
             raise ValueError(f"RedisBroker needs a redis:// or rediss:// URL, got {redact(url)}")
@@ -95,6 +100,7 @@ class RedisBroker:
                 raise ValueError(f"{name} must be positive, got {value}")
         self.url = url
         self.client_name = client_name
+        self.breaker = breaker
         self.hub = FanoutHub()
         self._timeout = timeout
         self._health_check_interval = health_check_interval
@@ -173,12 +179,31 @@ class RedisBroker:
         """PUBLISH to Redis; raises `BrokerUnavailable` when Redis cannot be reached."""
         if self._publisher is None:
             raise RuntimeError("RedisBroker.publish() called before connect()")
+        self._allow()
         try:
             await self._publisher.publish(channel, message)
         except (RedisError, OSError) as exc:
+            self._failed(exc)
             raise BrokerUnavailable(
                 f"cannot publish to Redis at {redact(self.url)}: {exc}"
             ) from exc
+        self._succeeded()
+
+    def _allow(self) -> None:
+        if self.breaker is None:
+            return
+        try:
+            self.breaker.allow()
+        except Unavailable as exc:
+            raise BrokerUnavailable(f"Redis at {redact(self.url)}: {exc} (circuit open)") from exc
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.breaker is not None:
+            self.breaker.failed(exc)
+
+    def _succeeded(self) -> None:
+        if self.breaker is not None:
+            self.breaker.succeeded()
 
     def signal_gap(self, channel: str) -> None:
         self.hub.signal_gap(channel)
@@ -187,10 +212,15 @@ class RedisBroker:
         """Raise `BrokerUnavailable` unless Redis answers and the pub/sub link is up."""
         if self._publisher is None:
             raise RuntimeError("RedisBroker.ping() called before connect()")
+        # Not held back by the breaker: a health check is how /readyz learns that Redis is
+        # back, and its answer closes the breaker at once.
         try:
             await self._publisher.ping()
         except (RedisError, OSError) as exc:
+            self._failed(exc)
             raise BrokerUnavailable(f"Redis at {redact(self.url)} is unreachable: {exc}") from exc
+        if self.breaker is not None:
+            self.breaker.recovered()
         if self._conn is None:
             raise BrokerUnavailable(
                 f"Redis at {redact(self.url)} answers but the pub/sub connection is down"
@@ -312,6 +342,8 @@ class RedisBroker:
         # socket buffer before its first suspension, so SUBSCRIBE and UNSUBSCRIBE of one
         # channel reach Redis in the order the subscribers' tasks issued them.
         self._conn = conn
+        if self.breaker is not None:
+            self.breaker.recovered()  # Redis answers again: publish at once
         channels = self.hub.channels()
         for channel in channels:
             self._confirmations.setdefault(channel, deque()).append(

@@ -151,6 +151,49 @@ def test_connecting_to_a_closed_port_fails_with_a_clear_error(registered: Path) 
     assert report["transient"] is False  # a timeout: never retried
 
 
+def test_the_serving_engines_login_timeout_reaches_the_driver(registered: Path) -> None:
+    """A server that accepts TCP and never answers: the login gives up after
+    DATABASE_CONNECT_TIMEOUT_SECONDS (1 s here), not after the driver's default 15 s."""
+    code = """
+        import asyncio, json, socket, time
+        from models.breaker import Breaker
+        from models.database import DatabaseUnavailable, Timeouts, make_engine
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        breaker = Breaker("database", threshold=5, recovery_seconds=60, trial_seconds=5,
+                          is_failure=lambda exc: True, unavailable=DatabaseUnavailable)
+        report = {}
+
+        async def main():
+            engine = make_engine(
+                f"mssql+aioodbc://concord:secret@127.0.0.1:{port}/concord"
+                "?driver=ODBC+Driver+18+for+SQL+Server&Encrypt=yes&TrustServerCertificate=yes",
+                timeouts=Timeouts(connect=1, statement=1, pool=1),
+                breaker=breaker,
+            )
+            started = time.monotonic()
+            try:
+                async with engine.connect():
+                    pass
+            except DatabaseUnavailable as exc:
+                report["cause"] = str(exc.__cause__)
+            report["seconds"] = time.monotonic() - started
+            await engine.dispose()
+
+        asyncio.run(main())
+        print(json.dumps(report))
+    """
+    result = run_python(code, registered)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "[Microsoft][ODBC Driver 18 for SQL Server]" in report["cause"]
+    assert "timeout" in report["cause"].lower()
+    assert report["seconds"] < 8
+
+
 def test_an_unregistered_driver_name_is_reported_by_the_driver_manager(tmp_path: Path) -> None:
     """Without the generated file, unixODBC says so plainly (what the fix above prevents)."""
     (tmp_path / "odbcinst.ini").write_text("")

@@ -7,12 +7,14 @@ processes, and surviving a Redis restart (on a redis-server of the test's own).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from contextlib import AsyncExitStack
 
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from models.breaker import Breaker
 from subscriptions.backends import broker_from_url
 from subscriptions.broker import BrokerUnavailable, SubscriberOverflow
 from subscriptions.fanout import MessagesMayBeLost
@@ -281,6 +283,45 @@ async def test_a_silent_connection_is_noticed(
                 assert await take(subscription, 1) == ["after"]
             except MessagesMayBeLost:
                 assert await take(subscription, 1) == ["after"]
+    finally:
+        await broker.disconnect()
+
+
+async def test_publishes_to_a_frozen_redis_fail_at_once_after_a_few_timeouts(
+    own_redis: RedisProcess,
+) -> None:
+    breaker = Breaker(
+        "redis", threshold=2, recovery_seconds=60, trial_seconds=5, is_failure=lambda e: True
+    )
+    broker = RedisBroker(
+        own_redis.url,
+        client_name=f"concord-pubsub-test-{uuid.uuid4().hex}",
+        timeout=0.5,
+        health_check_interval=30,
+        min_backoff=0.02,
+        max_backoff=0.2,
+        breaker=breaker,
+    )
+    await broker.connect()
+    try:
+        await broker.publish("board", "before")
+        own_redis.pause()
+        try:
+            loop = asyncio.get_running_loop()
+            for _ in range(2):  # each waits for its timeout
+                with pytest.raises(BrokerUnavailable, match="cannot publish"):
+                    await broker.publish("board", "frozen")
+            assert breaker.state == "open"
+            started = loop.time()
+            with pytest.raises(BrokerUnavailable, match="circuit open"):
+                await broker.publish("board", "frozen")
+            assert loop.time() - started < 0.3  # no wait on the frozen server
+        finally:
+            own_redis.resume()
+        # A health check that gets an answer closes the breaker without waiting 60 s.
+        await broker.ping()
+        assert breaker.state == "closed"
+        await broker.publish("board", "after")
     finally:
         await broker.disconnect()
 
