@@ -22,6 +22,10 @@ token expires, as a WebSocket is closed then. A reconnecting client sends the la
 it saw as `Last-Event-ID` (a browser's EventSource does so by itself); `workspaceEvents`
 then resumes right after that event, whatever its `after` argument says.
 
+When the server shuts down (SIGTERM), every stream ends at once with a `: shutting down`
+comment and no `complete` (the operation is not over): the client reconnects, to another
+process, and resumes from its `Last-Event-ID` (server/shutdown.py).
+
 A subscription sent without `Accept: text/event-stream` is refused with a 400 naming the
 transports that carry subscriptions.
 """
@@ -46,9 +50,11 @@ from strawberry.types.graphql import OperationType as StrawberryOperation
 from strawberry.types.unset import UNSET
 
 from resolvers.context import Context
+from server.shutdown import Drain
 
 EVENT_STREAM = "text/event-stream"
 HEARTBEAT_SECONDS = 15.0
+SHUTTING_DOWN = ": shutting down: reconnect with Last-Event-ID to resume\n\n"
 SUBSCRIPTIONS_NEED_A_STREAM = (
     "Subscriptions are not answered as a single HTTP response. Send this request again "
     "with `Accept: text/event-stream` (GraphQL over Server-Sent Events), or open a "
@@ -92,6 +98,11 @@ def encode_event(event: str, data: str = "", event_id: str | None = None) -> str
 
 class EventStreams(GraphQL[Context, None]):
     """Strawberry's ASGI view, answering `Accept: text/event-stream` as GraphQL over SSE."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Begun by the server's protocols when it shuts down (server/shutdown.py).
+        self.drain = Drain()
 
     @overload
     async def run(
@@ -144,27 +155,47 @@ class EventStreams(GraphQL[Context, None]):
             allowed_operation_types=allowed,
         )
         return StreamingResponse(
-            self._messages(request, cast(AsyncGenerator[Any, None], results), context),
+            self._messages(request, cast(AsyncGenerator[Any, None], results), context, data),
             media_type=EVENT_STREAM,
             headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
         )
 
     async def _messages(
-        self, request: Request, results: AsyncGenerator[ExecutionResult, None], context: Context
+        self,
+        request: Request,
+        results: AsyncGenerator[ExecutionResult, None],
+        context: Context,
+        data: GraphQLRequestData,
     ) -> AsyncIterator[str]:
         # Each result is awaited in a task of its own, so that heartbeats and the token's
         # expiry can interrupt the wait without cancelling the subscription.
         expires = context.viewer.expires_at if context.viewer is not None else None
         pending: asyncio.Future[ExecutionResult] | None = None
+        # A subscription ends when the server shuts down; a query or mutation finishes
+        # (within the grace period, as over plain HTTP).
+        stopping = self.drain.stopping() if is_subscription(data) else None
         try:
             while True:
+                if stopping is not None and stopping.done():
+                    # The server is shutting down: end the body without `complete`.
+                    yield SHUTTING_DOWN
+                    return
                 if pending is None:
                     pending = asyncio.ensure_future(anext(results))
                 timeout = HEARTBEAT_SECONDS
                 if expires is not None:
                     timeout = min(timeout, (expires - datetime.now(UTC)).total_seconds())
-                done, _ = await asyncio.wait({pending}, timeout=max(timeout, 0.0))
-                if not done:
+                watched: set[asyncio.Future[Any]] = {pending}
+                if stopping is not None:
+                    watched.add(stopping)
+                done, _ = await asyncio.wait(
+                    watched,
+                    timeout=max(timeout, 0.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if pending not in done:
+                    if stopping is not None and stopping.done():
+                        continue
                     if expires is not None and datetime.now(UTC) >= expires:
                         yield encode_event("next", self.encode_json_string({"errors": [EXPIRED]}))
                         break
