@@ -54,8 +54,9 @@ class Drain:
 
     def stopping(self) -> asyncio.Future[None]:
         """A future done once the drain has begun (one per drain, shared by every stream)."""
-        if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._stopping is None or self._stopping.get_loop() is not loop:
+            self._stopping = loop.create_future()
             if self._begun:
                 self._stopping.set_result(None)
         return self._stopping

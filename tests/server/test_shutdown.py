@@ -29,8 +29,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from server.shutdown import GOING_AWAY, SHUTDOWN_REASON
-from tests.api import Api, Person
-from tests.live import EVENTS, PROTOCOL
+from tests.api import Api, Person, migrate, settings_for
+from tests.live import EVENTS, PROTOCOL, live_server
 from tests.server.test_live_cluster import (
     CREATE_CARD,
     ServerProcess,
@@ -39,8 +39,7 @@ from tests.server.test_live_cluster import (
 )
 from tests.services import redis_url, scratch_postgres_database, unavailable
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
+PRESENCE = """subscription($b: ID!) { presence(boardId: $b) { present { user { id } } } }"""
 GRACE_SECONDS = 10  # SHUTDOWN_GRACE_SECONDS, the default
 TIMEOUT = 30.0
 EVENT_LOG = """query($w: ID!, $a: String) { events(workspaceId: $w, after: $a, first: 100) {
@@ -287,6 +286,8 @@ WRITERS = 5
 PER_WRITER = 60
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 async def test_sigterm_mid_burst_drains_and_every_subscriber_resumes_on_the_other_process(
     two_processes: list[ServerProcess],
 ) -> None:
@@ -355,6 +356,8 @@ async def test_sigterm_mid_burst_drains_and_every_subscriber_resumes_on_the_othe
 KILLED_SUBSCRIBERS = 200
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 async def test_sigkill_of_a_process_holding_200_subscribers_loses_nothing(
     two_processes: list[ServerProcess],
 ) -> None:
@@ -404,3 +407,88 @@ async def test_sigkill_of_a_process_holding_200_subscribers_loses_nothing(
     # No close frame from a killed process: the connections just ended.
     assert {s.close_code for s in subs} <= {1006, None}
     assert_resumed_exactly(subs, log)
+
+
+async def _first(connection: ClientConnection, kind: str) -> dict[str, Any]:
+    """The next message of type `kind` (keep-alives and pings skipped)."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            message: dict[str, Any] = json.loads(await connection.recv())
+            if message["type"] == kind:
+                return message
+
+
+async def _closed(connection: ClientConnection) -> tuple[int | None, str | None]:
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(TIMEOUT):
+            async for _ in connection:
+                pass
+    return connection.close_code, connection.close_reason
+
+
+async def test_stopping_closes_every_kind_of_socket_with_1001_and_ends_event_streams(
+    tmp_path: Path,
+) -> None:
+    """In one process: the fan-out path, Strawberry's path, the legacy protocol, a socket
+    not yet initialised, and an SSE stream, open when the server is told to stop."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}"
+    await migrate(url)
+    async with (
+        live_server(settings_for(url, tmp_path)) as live,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        assert live.server is not None
+        api = live.api
+        alice = await api.register()
+        ws = (await api.workspace(alice))["id"]
+        board = (await api.board(alice, ws))["id"]
+        init = {"authorization": f"Bearer {alice.token}"}
+
+        async def opened(protocol: str) -> ClientConnection:
+            connection = await stack.enter_async_context(
+                connect(live.ws_url, subprotocols=[protocol])  # type: ignore[list-item]
+            )
+            await connection.send(json.dumps({"type": "connection_init", "payload": init}))
+            await _first(connection, "connection_ack")
+            return connection
+
+        fast = await opened(PROTOCOL)
+        payload = {"query": EVENTS, "variables": {"w": ws}}
+        await fast.send(json.dumps({"id": "e", "type": "subscribe", "payload": payload}))
+        general = await opened(PROTOCOL)
+        payload = {"query": PRESENCE, "variables": {"b": board}}
+        await general.send(json.dumps({"id": "p", "type": "subscribe", "payload": payload}))
+        await _first(general, "next")
+        legacy = await opened("graphql-ws")
+        await legacy.send(json.dumps({"id": "p", "type": "start", "payload": payload}))
+        await _first(legacy, "data")
+        uninitialised = await stack.enter_async_context(
+            connect(live.ws_url, subprotocols=[PROTOCOL])  # type: ignore[list-item]
+        )
+        sse = await stack.enter_async_context(
+            api.client.stream(
+                "POST",
+                "/graphql",
+                json={"query": EVENTS, "variables": {"w": ws}},
+                headers={"accept": "text/event-stream", "authorization": f"Bearer {alice.token}"},
+            )
+        )
+        await api.card(alice, board, "live")
+        await _first(fast, "next")  # the fan-out subscription is live
+
+        live.server.should_exit = True  # what uvicorn does on SIGTERM
+        async with asyncio.timeout(TIMEOUT):
+            lines = [line async for line in sse.aiter_lines()]  # ends, without an error
+        closes = {
+            name: await _closed(connection)
+            for name, connection in [
+                ("fan-out", fast),
+                ("strawberry", general),
+                ("legacy", legacy),
+                ("uninitialised", uninitialised),
+            ]
+        }
+    assert closes == dict.fromkeys(closes, (GOING_AWAY, SHUTDOWN_REASON)), closes
+    assert any(line.startswith("event: next") for line in lines), lines  # the card
+    assert "event: complete" not in lines, lines
+    assert lines[-2:] == [": shutting down: reconnect with Last-Event-ID to resume", ""], lines
