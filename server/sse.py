@@ -212,9 +212,29 @@ class EventStreams(GraphQL[Context, None]):
             yield encode_event("complete")
         finally:
             # The client went away (or the stream ended): stop the operation, so that its
-            # broker subscription and tasks end with the response.
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await pending
-            await results.aclose()
+            # broker subscription and tasks end with the response. In a task of its own:
+            # once the client is gone, Starlette (anyio) cancels the response's task again
+            # at every await, which cut the operation's own clean-up short (on SQLite, a
+            # database connection closed mid-rollback left a task behind for good).
+            cleanup = asyncio.ensure_future(_stop(pending, results))
+            _cleanups.add(cleanup)
+            cleanup.add_done_callback(_cleanups.discard)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(cleanup)
+
+
+# Clean-ups still running after their response was cancelled (asyncio keeps only weak
+# references to tasks).
+_cleanups: set[asyncio.Future[None]] = set()
+
+
+async def _stop(
+    pending: asyncio.Future[ExecutionResult] | None,
+    results: AsyncGenerator[ExecutionResult, None],
+) -> None:
+    """End a stream's operation: its result being awaited, then the operation itself."""
+    if pending is not None:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await pending
+    await results.aclose()

@@ -343,7 +343,23 @@ async def test_2000_connect_subscribe_drop_cycles_leave_nothing_behind(
     before = counts()
     sockets = open_sockets(server.port)
 
+    async def sse_cycle(n: int) -> None:
+        headers = {"accept": "text/event-stream", "authorization": f"Bearer {alice.token}"}
+        body = {"query": query, "variables": {"w": ws, "a": cursor}}
+        async with api.client.stream("POST", "/graphql", json=body, headers=headers) as response:
+            assert response.status_code == 200
+            if n % 10 == 4:
+                return  # drop at once
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line.removeprefix("data: "))["data"]["workspaceEvents"]
+                    assert event["type"] == "card.created"
+                    return  # drop after the first event
+
     async def cycle(n: int) -> None:
+        if n % 5 == 4:
+            await sse_cycle(n)  # one in five over SSE (Strawberry's path, not the fan-out)
+            return
         async with raw_socket(server.ws_url, alice) as s:
             await subscribe(s, "1", query, {"w": ws, "a": cursor})
             style = n % 4
