@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,10 @@ def _schema_behind(url: str) -> str | None:
     return None
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -93,6 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
         # The WebSocket library refuses a larger message (1009) before buffering it whole;
         # the app checks again for any other ASGI server (server/websocket.py).
         "ws_max_size": settings.max_body_bytes,
+        # SIGTERM: in-flight requests get this long, then are cancelled (server/shutdown.py).
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         **uvicorn_ws_options(settings.ws_compression),
         # A request whose line and headers take longer is answered 408 and closed.
         **uvicorn_http_options(settings.request_header_timeout_seconds),
@@ -101,6 +108,9 @@ def _serve(args: argparse.Namespace) -> int:
         # HTTPS and wss:// served by Concord itself (behind a TLS-terminating load balancer
         # this is not needed).
         options.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    # uvicorn raises a captured SIGTERM again once it has shut down gracefully, which
+    # would end the process as killed by it; a clean shutdown exits 0 instead.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers == 1:
         from server.metrics import MULTIPROC_DIR, clear_earlier_runs
 

@@ -9,8 +9,10 @@ closes the connection (a connection on which nothing arrived is just closed). Th
 has a deadline of its own, in the app (`server.limits.BodyTimeout`), where a refusal can
 be a GraphQL error.
 
-`concord serve` runs these protocols (`uvicorn_http_options`): httptools (a dependency,
-through uvicorn[standard]), as uvicorn's "auto" would; h11 on request.
+They also begin the app's drain when uvicorn asks a connection to shut down (SIGTERM,
+server/shutdown.py). `concord serve` runs these protocols (`uvicorn_http_options`):
+httptools (a dependency, through uvicorn[standard]), as uvicorn's "auto" would; h11 on
+request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from server.shutdown import begin_drain
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 
@@ -109,10 +113,28 @@ class HttpToolsHeaderTimeout(HeaderDeadline, HttpToolsProtocol):
         super().on_headers_complete()
 
 
+class DrainOnShutdown:
+    """A connection told to shut down begins the app's drain first (a mixin, first)."""
+
+    app_state: dict[str, Any]
+
+    def shutdown(self) -> None:
+        begin_drain(self.app_state)
+        super().shutdown()  # type: ignore[misc]
+
+
+class ConcordHTTPProtocol(DrainOnShutdown, HttpToolsHeaderTimeout):
+    """httptools with the header deadline and the drain on shutdown."""
+
+
+class ConcordH11Protocol(DrainOnShutdown, H11HeaderTimeout):
+    """h11 with the header deadline and the drain on shutdown."""
+
+
 def uvicorn_http_options(header_timeout: float, http: str = "auto") -> dict[str, Any]:
     """The HTTP protocol `concord serve` gives uvicorn, with REQUEST_HEADER_TIMEOUT_SECONDS.
 
     Called again in each `--workers` process (the class travels by name, not its setting).
     """
     HeaderDeadline.header_timeout = header_timeout
-    return {"http": H11HeaderTimeout if http == "h11" else HttpToolsHeaderTimeout}
+    return {"http": ConcordH11Protocol if http == "h11" else ConcordHTTPProtocol}

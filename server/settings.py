@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # unset: no cross-origin access (same-origin pages such as GraphiQL need none).
     cors_origins: str | None = None
 
+    # SIGTERM: how long in-flight requests may run on before they are cancelled and the
+    # process exits (WebSockets close with 1001 and SSE streams end at once: server/shutdown.py).
+    shutdown_grace_seconds: int = Field(default=10, ge=1, le=3600)
+
     log_level: str = "INFO"
     # OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://collector:4318);
     # unset, tracing is off and its SDK is never set up.

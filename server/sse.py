@@ -23,6 +23,10 @@ client sends the last `id:` it saw as `Last-Event-ID` (a browser's EventSource d
 itself); `workspaceEvents` then resumes right after that event, whatever its `after`
 argument says.
 
+When the server shuts down (SIGTERM), every stream ends at once with a `: shutting down`
+comment and no `complete` (the operation is not over): the client reconnects, to another
+process, and resumes from its `Last-Event-ID` (server/shutdown.py).
+
 A subscription sent without `Accept: text/event-stream` is refused with a 400 naming the
 transports that carry subscriptions.
 """
@@ -47,9 +51,11 @@ from strawberry.types.graphql import OperationType as StrawberryOperation
 from strawberry.types.unset import UNSET
 
 from resolvers.context import Context
+from server.shutdown import Drain
 
 EVENT_STREAM = "text/event-stream"
 HEARTBEAT_SECONDS = 15.0
+SHUTTING_DOWN = ": shutting down: reconnect with Last-Event-ID to resume\n\n"
 SUBSCRIPTIONS_NEED_A_STREAM = (
     "Subscriptions are not answered as a single HTTP response. Send this request again "
     "with `Accept: text/event-stream` (GraphQL over Server-Sent Events), or open a "
@@ -97,6 +103,11 @@ def encode_event(event: str, data: str = "", event_id: str | None = None) -> str
 
 class EventStreams(GraphQL[Context, None]):
     """Strawberry's ASGI view, answering `Accept: text/event-stream` as GraphQL over SSE."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Begun by the server's protocols when it shuts down (server/shutdown.py).
+        self.drain = Drain()
 
     @staticmethod
     async def _watch_sign_out(
@@ -168,13 +179,17 @@ class EventStreams(GraphQL[Context, None]):
             allowed_operation_types=allowed,
         )
         return StreamingResponse(
-            self._messages(request, cast(AsyncGenerator[Any, None], results), context),
+            self._messages(request, cast(AsyncGenerator[Any, None], results), context, data),
             media_type=EVENT_STREAM,
             headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
         )
 
     async def _messages(
-        self, request: Request, results: AsyncGenerator[ExecutionResult, None], context: Context
+        self,
+        request: Request,
+        results: AsyncGenerator[ExecutionResult, None],
+        context: Context,
+        data: GraphQLRequestData,
     ) -> AsyncIterator[str]:
         # Each result is awaited in a task of its own, so that heartbeats and the token's
         # expiry can interrupt the wait without cancelling the subscription.
@@ -182,24 +197,35 @@ class EventStreams(GraphQL[Context, None]):
         pending: asyncio.Future[ExecutionResult] | None = None
         signed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         unwatch: Callable[[], None] | None = None
+        # A subscription ends when the server shuts down; a query or mutation finishes
+        # (within the grace period, as over plain HTTP).
+        stopping = self.drain.stopping() if is_subscription(data) else None
         try:
             unwatch = await self._watch_sign_out(context, signed_out)
             while True:
+                if stopping is not None and stopping.done():
+                    # The server is shutting down: end the body without `complete`.
+                    yield SHUTTING_DOWN
+                    return
                 if pending is None:
                     pending = asyncio.ensure_future(anext(results))
                 timeout = HEARTBEAT_SECONDS
                 if expires is not None:
                     timeout = min(timeout, (expires - datetime.now(UTC)).total_seconds())
-                waiting: set[asyncio.Future[Any]] = {pending, signed_out}
+                watched: set[asyncio.Future[Any]] = {pending, signed_out}
+                if stopping is not None:
+                    watched.add(stopping)
                 done, _ = await asyncio.wait(
-                    waiting,
+                    watched,
                     timeout=max(timeout, 0.0),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if signed_out.done():
                     yield encode_event("next", self.encode_json_string({"errors": [SIGNED_OUT]}))
                     break
-                if not done:
+                if pending not in done:
+                    if stopping is not None and stopping.done():
+                        continue
                     if expires is not None and datetime.now(UTC) >= expires:
                         yield encode_event("next", self.encode_json_string({"errors": [EXPIRED]}))
                         break
@@ -218,9 +244,29 @@ class EventStreams(GraphQL[Context, None]):
             if unwatch is not None:
                 unwatch()
             # The client went away (or the stream ended): stop the operation, so that its
-            # broker subscription and tasks end with the response.
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await pending
-            await results.aclose()
+            # broker subscription and tasks end with the response. In a task of its own:
+            # once the client is gone, Starlette (anyio) cancels the response's task again
+            # at every await, which cut the operation's own clean-up short (on SQLite, a
+            # database connection closed mid-rollback left a task behind for good).
+            cleanup = asyncio.ensure_future(_stop(pending, results))
+            _cleanups.add(cleanup)
+            cleanup.add_done_callback(_cleanups.discard)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(cleanup)
+
+
+# Clean-ups still running after their response was cancelled (asyncio keeps only weak
+# references to tasks).
+_cleanups: set[asyncio.Future[None]] = set()
+
+
+async def _stop(
+    pending: asyncio.Future[ExecutionResult] | None,
+    results: AsyncGenerator[ExecutionResult, None],
+) -> None:
+    """End a stream's operation: its result being awaited, then the operation itself."""
+    if pending is not None:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await pending
+    await results.aclose()

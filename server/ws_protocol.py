@@ -8,6 +8,9 @@ extensions under `FRAME_WRITER`, and `write_frame` hands the bytes to the transp
 A server frame is not masked, so it is the same bytes on every connection, unless the
 connection negotiated per-message compression (off by default: `WS_COMPRESSION`): then
 the message is compressed for that connection, as `websockets` does it.
+
+When the server shuts down (SIGTERM), an open socket is closed with 1001 ("going away")
+and a reason, instead of uvicorn's bare 1012: see `server/shutdown.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from server.http_protocol import ConcordHTTPProtocol
+from server.shutdown import GOING_AWAY, SHUTDOWN_REASON, begin_drain
 
 FRAME_WRITER = "concord.websocket.frames"
 
@@ -123,6 +129,30 @@ class ConcordWebSocketProtocol(WebSocketsSansIOProtocol):
             # for the life of the connection (memory per idle subscriber).
             self.request = self.response = None  # type: ignore[assignment]
 
+    def shutdown(self) -> None:
+        """The server is shutting down: close with 1001 and a reason, and wait (at most
+        uvicorn's close timeout, within the grace period) for the client's close frame.
+
+        uvicorn's own version sends 1012 without a reason and drops the connection at
+        once; the client's reply would then meet a closed socket, and a reset can lose
+        the close frame before the client reads it.
+        """
+        begin_drain(self.app_state)
+        if self.close_sent or not self.handshake_complete or self.transport.is_closing():
+            super().shutdown()
+            return
+        self.stop_keepalive()
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": GOING_AWAY, "reason": SHUTDOWN_REASON}
+        )
+        self.conn.send_close(GOING_AWAY, SHUTDOWN_REASON)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
     def write_frame(self, frame: bytes) -> int:
         """Write a `text_frame`; returns the bytes still buffered, or -1 once closed."""
         if self.close_sent or self.disconnected or self.transport.is_closing():
@@ -137,8 +167,13 @@ class ConcordWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def uvicorn_ws_options(compression: bool) -> dict[str, Any]:
-    """The WebSocket options `concord serve` gives uvicorn (tests serve with them too)."""
-    return {"ws": ConcordWebSocketProtocol, "ws_per_message_deflate": compression}
+    """The protocol options `concord serve` gives uvicorn (tests serve with them too): the
+    WebSocket protocol above, and the HTTP one that ends event streams on shutdown."""
+    return {
+        "ws": ConcordWebSocketProtocol,
+        "ws_per_message_deflate": compression,
+        "http": ConcordHTTPProtocol,
+    }
 
 
 class WebSocketLane:

@@ -22,10 +22,11 @@ PROTOCOL = "graphql-transport-ws"
 
 
 class LiveServer:
-    def __init__(self, port: int, api: Api) -> None:
+    def __init__(self, port: int, api: Api, server: uvicorn.Server | None = None) -> None:
         self.port = port
         self.api = api
         self.ws_url = f"ws://127.0.0.1:{port}/graphql"
+        self.server = server  # `server.should_exit = True` stops it as SIGTERM does
 
 
 @asynccontextmanager
@@ -49,7 +50,7 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
         await asyncio.sleep(0.02)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield LiveServer(port, Api(client, app))
+            yield LiveServer(port, Api(client, app), server)
     finally:
         server.should_exit = True
         await task

@@ -111,10 +111,11 @@ def _stop(server: ServerProcess) -> None:
 
 @contextmanager
 def concord_processes(
-    count: int, database_url: str, directory: Path
+    count: int, database_url: str, directory: Path, **settings: str
 ) -> Iterator[list[ServerProcess]]:
-    """`count` API processes on the database (migrated first) and the shared Redis."""
-    env = _concord_env(database_url, directory)
+    """`count` API processes on the database (migrated first) and the shared Redis;
+    `settings` are more environment variables for them (SHUTDOWN_GRACE_SECONDS="5")."""
+    env = {**_concord_env(database_url, directory), **settings}
     servers: list[ServerProcess] = []
     try:
         # A PostgreSQL server is not migrated on start, so the processes can start while

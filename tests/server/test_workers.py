@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,9 +24,11 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from server.metrics import worker_metrics_dir
+from server.shutdown import GOING_AWAY, SHUTDOWN_REASON
 from subscriptions.redis import PUBSUB_CLIENT_NAME
 from tests.api import Api
 from tests.live import PROTOCOL
@@ -55,7 +58,7 @@ async def _run_to_end(command: list[str], env: dict[str, str]) -> tuple[int, str
 
 
 @asynccontextmanager
-async def _served(env: dict[str, str], port: int) -> AsyncIterator[None]:
+async def _served(env: dict[str, str], port: int) -> AsyncIterator[asyncio.subprocess.Process]:
     process = await asyncio.create_subprocess_exec(
         str(CONCORD), "serve", "--port", str(port), "--workers", "2", env=env
     )
@@ -69,7 +72,7 @@ async def _served(env: dict[str, str], port: int) -> AsyncIterator[None]:
                             break
                     await asyncio.sleep(0.1)
         tree = psutil.Process(process.pid).children(recursive=True)
-        yield
+        yield process
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
@@ -229,3 +232,106 @@ def test_serve_sets_up_a_metrics_directory_for_its_workers(
         assert used == given
         assert not (given / "counter_1.db").exists()
     assert (given / "notes.txt").read_text() == "kept"
+
+
+GRACE_SECONDS = 2
+
+
+async def _both_workers_subscribed(redis_url: str) -> bool:
+    client = Redis.from_url(redis_url)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    pubsub = [c for c in clients if c["name"] == PUBSUB_CLIENT_NAME]
+    # Two channels each: the workspace's, and the sign-out listener's.
+    return len(pubsub) == 2 and all(c["sub"] == "2" for c in pubsub)
+
+
+async def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path) -> None:
+    """`--workers 2` and SIGTERM to the parent: every worker closes its WebSockets with
+    1001, ends its SSE streams, gives an unfinished request SHUTDOWN_GRACE_SECONDS, and
+    the command exits 0."""
+    redis = RedisProcess(free_port(), tmp_path)
+    await redis.start()
+    try:
+        env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "REDIS_URL": redis.url}
+        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'concord.db'}"
+        env["JWT_SECRET"] = "test-secret-that-is-long-enough-for-hs256-0123456789"
+        env["SHUTDOWN_GRACE_SECONDS"] = str(GRACE_SECONDS)
+        code, err = await _run_to_end([str(CONCORD), "migrate"], env)
+        assert code == 0, err
+        port = free_port()
+        url = f"ws://127.0.0.1:{port}/graphql"
+        async with (
+            _served(env, port) as process,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            api = Api(http, None)
+            alice = await api.register()
+            ws = await api.workspace(alice)
+            sockets = []
+            async with asyncio.timeout(30):  # until each worker has subscribers
+                while len(sockets) < MAX_SUBSCRIBERS:
+                    for _ in range(10):
+                        s = await stack.enter_async_context(connect(url, subprotocols=[PROTOCOL]))  # type: ignore[list-item]
+                        init = {"authorization": f"Bearer {alice.token}"}
+                        await s.send(json.dumps({"type": "connection_init", "payload": init}))
+                        assert json.loads(await s.recv())["type"] == "connection_ack"
+                        payload = {"query": QUERY, "variables": {"w": ws["id"]}}
+                        await s.send(
+                            json.dumps({"id": "1", "type": "subscribe", "payload": payload})
+                        )
+                        sockets.append(s)
+                    await asyncio.sleep(0.3)
+                    if await _both_workers_subscribed(redis.url):
+                        break
+            sse = await stack.enter_async_context(
+                http.stream(
+                    "POST",
+                    "/graphql",
+                    json={"query": QUERY, "variables": {"w": ws["id"]}},
+                    headers={
+                        "accept": "text/event-stream",
+                        "authorization": f"Bearer {alice.token}",
+                    },
+                )
+            )
+            assert sse.status_code == 200
+            # A request that never finishes: its body is announced, a tenth of it sent.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: 1000\r\n\r\n" + b" " * 100
+            )
+            await writer.drain()
+            await asyncio.sleep(0.5)  # the request has reached a worker
+
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            sse_lines = [line async for line in sse.aiter_lines()]  # ends without an error
+            closes = [await _close_of(s) for s in sockets]
+            async with asyncio.timeout(GRACE_SECONDS + 20):
+                returncode = await process.wait()
+            took = time.monotonic() - signalled
+            # Cancelled at the end of the grace period (uvicorn answers 500 and closes).
+            cut_off = await reader.read()
+            writer.close()
+    finally:
+        await redis.stop()
+    assert returncode == 0
+    # The unfinished request held the shutdown for the grace period, not longer.
+    assert GRACE_SECONDS * 0.9 <= took < GRACE_SECONDS + 10, took
+    assert cut_off.startswith(b"HTTP/1.1 500 ") or cut_off == b"", cut_off
+    assert set(closes) == {(GOING_AWAY, SHUTDOWN_REASON)}, closes
+    assert "event: complete" not in sse_lines, sse_lines
+    assert any(line.startswith(": shutting down") for line in sse_lines), sse_lines
+
+
+async def _close_of(s: ClientConnection) -> tuple[int | None, str | None]:
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(30):
+            async for _ in s:
+                pass
+    return s.close_code, s.close_reason

@@ -19,8 +19,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 import uvicorn
+from redis import Redis as SyncRedis
+from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -31,7 +34,7 @@ from server.app import create_app
 from server.gc_tuning import collector
 from tests.api import Api, Person, empty_tables, migrate, settings_for
 from tests.live import PROTOCOL, LiveServer, live_server
-from tests.services import free_port
+from tests.services import free_port, redis_url, unavailable
 
 CARD_FIELDS = "seq cursor type entityId actor { id } changes { field newValue }"
 # Three selections: plain; aliased with a fragment and more fields; one whose shape
@@ -279,7 +282,40 @@ def _epoch(iso: str) -> float:
 # --- cleanup -----------------------------------------------------------------------
 
 
-async def test_2000_connect_subscribe_drop_cycles_leave_nothing_behind(server: LiveServer) -> None:
+@pytest.fixture(params=["memory", "redis"])
+async def any_broker_server(
+    request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path
+) -> AsyncIterator[LiveServer]:
+    """A served Concord on the in-process broker, or on Redis (as a fleet runs it)."""
+    overrides: dict[str, object] = {}
+    if request.param == "redis":
+        client = SyncRedis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        except (RedisError, OSError) as exc:
+            unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
+        finally:
+            client.close()
+        overrides["redis_url"] = redis_url()
+    await empty_tables(sqlite_url)
+    async with live_server(settings_for(sqlite_url, tmp_path, **overrides)) as live_:
+        yield live_
+
+
+def open_sockets(port: int) -> int:
+    """This process's TCP connections to or from `port` (client and server ends)."""
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.status != psutil.CONN_LISTEN
+        and (c.laddr.port == port or (c.raddr and c.raddr.port == port))
+    )
+
+
+async def test_2000_connect_subscribe_drop_cycles_leave_nothing_behind(
+    any_broker_server: LiveServer,
+) -> None:
+    server = any_broker_server
     api = server.api
     services = api.app.state.services
     alice, ws, board, cursor = await setup_board(api)
@@ -288,8 +324,13 @@ async def test_2000_connect_subscribe_drop_cycles_leave_nothing_behind(server: L
     broker = services.broker
     channel = f"workspace:{ws}"
 
+    on_redis = server.api.app.state.settings.redis_url is not None
+    redis = SyncRedis.from_url(redis_url()) if on_redis else None
+
     def counts() -> dict[str, int]:
         return {
+            # Redis itself: how many connections are subscribed to the workspace's channel.
+            "redis subscriptions": redis.pubsub_numsub(channel)[0][1] if redis else 0,
             "tasks": len(asyncio.all_tasks()),
             "members": members(server),
             "groups": len(group_hub(services).groups),
@@ -300,8 +341,25 @@ async def test_2000_connect_subscribe_drop_cycles_leave_nothing_behind(server: L
 
     gc.collect()
     before = counts()
+    sockets = open_sockets(server.port)
+
+    async def sse_cycle(n: int) -> None:
+        headers = {"accept": "text/event-stream", "authorization": f"Bearer {alice.token}"}
+        body = {"query": query, "variables": {"w": ws, "a": cursor}}
+        async with api.client.stream("POST", "/graphql", json=body, headers=headers) as response:
+            assert response.status_code == 200
+            if n % 10 == 4:
+                return  # drop at once
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line.removeprefix("data: "))["data"]["workspaceEvents"]
+                    assert event["type"] == "card.created"
+                    return  # drop after the first event
 
     async def cycle(n: int) -> None:
+        if n % 5 == 4:
+            await sse_cycle(n)  # one in five over SSE (Strawberry's path, not the fan-out)
+            return
         async with raw_socket(server.ws_url, alice) as s:
             await subscribe(s, "1", query, {"w": ws, "a": cursor})
             style = n % 4
@@ -325,10 +383,16 @@ async def test_2000_connect_subscribe_drop_cycles_leave_nothing_behind(server: L
             except (ConnectionError, ConnectionClosed):
                 pass  # the aborted ones
 
-    await asyncio.gather(*(gated(n) for n in range(2000)))
-    with contextlib.suppress(TimeoutError):
-        await eventually(lambda: counts() == before, 15)  # the server notices the drops
-    assert counts() == before
+    try:
+        await asyncio.gather(*(gated(n) for n in range(2000)))
+        with contextlib.suppress(TimeoutError):
+            await eventually(lambda: counts() == before, 15)  # the server notices the drops
+        assert counts() == before
+        # Not more than before: the HTTP client's idle keep-alive connection may be gone.
+        assert open_sockets(server.port) <= sockets
+    finally:
+        if redis is not None:
+            redis.close()
 
 
 # --- membership --------------------------------------------------------------------
