@@ -19,20 +19,35 @@ so it is a sliding window *counter* (two integers per caller and window, one rou
 rather than a moving window (one timestamp per operation).
 
 With `REDIS_URL` the counters live in Redis (limits' async storage on redis-py), shared by
-every API process; otherwise in this process's memory.
+every API process; otherwise in this process's memory. When Redis cannot answer (down,
+or slower than a second), the limits are counted in this process's memory instead for
+`SHARED_RETRY_SECONDS`, then Redis is tried again: an outage of Redis weakens the limits
+to per-process ones for its length, and never turns requests into errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# After Redis failed to answer, how long the limits are counted in memory before retrying.
+SHARED_RETRY_SECONDS = 5.0
+# How long a Redis command of the limiter may take before it counts as failed.
+REDIS_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,31 +73,83 @@ class AuthRateLimiter:
         operations: str = "600/minute",
         key_prefix: str = "concord",
     ) -> None:
-        storage: Storage
+        self.local = _Strategies(MemoryStorage())
+        self.shared: _Strategies | None = None
         if redis_url:
-            storage = RedisStorage(
-                f"async+{redis_url}", implementation="redispy", key_prefix=key_prefix
+            self.shared = _Strategies(
+                RedisStorage(
+                    f"async+{redis_url}",
+                    wrap_exceptions=True,
+                    implementation="redispy",
+                    key_prefix=key_prefix,
+                    socket_timeout=REDIS_TIMEOUT_SECONDS,
+                    socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                )
             )
-        else:
-            storage = MemoryStorage()
-        self.storage = storage
-        self.strategy = MovingWindowRateLimiter(storage)
+        self._shared_down_until = 0.0
+        self._degraded = False
         self.per_ip = parse(per_ip)
         self.login_failures = parse(login_failures)
         self.unknown_emails = parse(unknown_emails)
         self.registered_emails = parse(registered_emails)
-        self.counter = SlidingWindowCounterRateLimiter(storage)
         self.operations = parse(operations)
 
-    async def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
-        stats = await self.strategy.get_window_stats(item, *identifiers)
-        return max(1, int(stats.reset_time - time.time() + 0.999))
+    async def _run(self, call: Callable[[_Strategies], Awaitable[T]]) -> T:
+        """`call` on Redis's counters, or on this process's while Redis cannot answer."""
+        shared = self.shared
+        if shared is None or time.monotonic() < self._shared_down_until:
+            return await call(self.local)
+        try:
+            result = await call(shared)
+        except StorageError as exc:
+            if not self._degraded:
+                log.warning(
+                    "rate limits counted in this process's memory: Redis did not answer (%s)",
+                    exc.storage_error,
+                )
+            self._degraded = True
+            self._shared_down_until = time.monotonic() + SHARED_RETRY_SECONDS
+            return await call(self.local)
+        if self._degraded:
+            self._degraded = False
+            log.warning("rate limits shared through Redis again")
+        return result
+
+    async def _hit(
+        self, item: RateLimitItem, limit: str, namespace: str, key: str
+    ) -> Refusal | None:
+        """Count one under `item`; a Refusal (naming the setting `limit`) when over it."""
+
+        async def call(limiters: _Strategies) -> Refusal | None:
+            if await limiters.moving.hit(item, namespace, key):
+                return None
+            return Refusal(limit, await limiters.retry_after(item, namespace, key))
+
+        return await self._run(call)
+
+    async def _test(
+        self, item: RateLimitItem, limit: str, namespace: str, key: str
+    ) -> Refusal | None:
+        """Whether `item` is exhausted (counts nothing)."""
+
+        async def call(limiters: _Strategies) -> Refusal | None:
+            if await limiters.moving.test(item, namespace, key):
+                return None
+            return Refusal(limit, await limiters.retry_after(item, namespace, key))
+
+        return await self._run(call)
+
+    async def _count(self, item: RateLimitItem, namespace: str, key: str) -> None:
+        await self._run(lambda limiters: limiters.moving.hit(item, namespace, key))
 
     async def operation(self, caller: str) -> Refusal | None:
         """Count one GraphQL operation of `caller` ("user:<id>" or "ip:<address>")."""
-        if await self.counter.hit(self.operations, "operations", caller):
+        return await self._run(lambda limiters: self._operation(limiters, caller))
+
+    async def _operation(self, limiters: _Strategies, caller: str) -> Refusal | None:
+        if await limiters.counter.hit(self.operations, "operations", caller):
             return None
-        stats = await self.counter.get_window_stats(self.operations, "operations", caller)
+        stats = await limiters.counter.get_window_stats(self.operations, "operations", caller)
         wait = max(1, int(stats.reset_time - time.time() + 0.999))
         # The counter's reset time is when the window *starts* refilling: never more than
         # one window away.
@@ -90,49 +157,55 @@ class AuthRateLimiter:
 
     async def attempt(self, ip: str) -> Refusal | None:
         """Count one login or register attempt from `ip`; a Refusal when over the limit."""
-        if await self.strategy.hit(self.per_ip, "auth-ip", ip):
-            return None
-        wait = await self._retry_after(self.per_ip, "auth-ip", ip)
-        return Refusal("RATE_LIMIT_AUTH_PER_IP", wait)
+        return await self._hit(self.per_ip, "RATE_LIMIT_AUTH_PER_IP", "auth-ip", ip)
 
     async def account_locked(self, account: str) -> Refusal | None:
         """Whether `account` has had too many failed logins lately (counts nothing)."""
-        if await self.strategy.test(self.login_failures, "login-failures", account):
-            return None
-        return Refusal(
-            "RATE_LIMIT_LOGIN_FAILURES",
-            await self._retry_after(self.login_failures, "login-failures", account),
+        return await self._test(
+            self.login_failures, "RATE_LIMIT_LOGIN_FAILURES", "login-failures", account
         )
 
     async def failed_login(self, account: str) -> None:
-        await self.strategy.hit(self.login_failures, "login-failures", account)
+        await self._count(self.login_failures, "login-failures", account)
 
     async def lookups_exhausted(self, user: str) -> Refusal | None:
         """Whether `user` has been told "unknown email" too often lately (counts nothing)."""
-        if await self.strategy.test(self.unknown_emails, "unknown-emails", user):
-            return None
-        return Refusal(
-            "RATE_LIMIT_UNKNOWN_EMAILS",
-            await self._retry_after(self.unknown_emails, "unknown-emails", user),
+        return await self._test(
+            self.unknown_emails, "RATE_LIMIT_UNKNOWN_EMAILS", "unknown-emails", user
         )
 
     async def unknown_email(self, user: str) -> None:
-        await self.strategy.hit(self.unknown_emails, "unknown-emails", user)
+        await self._count(self.unknown_emails, "unknown-emails", user)
 
     async def registrations_exhausted(self, ip: str) -> Refusal | None:
         """Whether `ip` has been told "already registered" too often lately (counts nothing)."""
-        if await self.strategy.test(self.registered_emails, "registered-emails", ip):
-            return None
-        return Refusal(
-            "RATE_LIMIT_REGISTERED_EMAILS",
-            await self._retry_after(self.registered_emails, "registered-emails", ip),
+        return await self._test(
+            self.registered_emails, "RATE_LIMIT_REGISTERED_EMAILS", "registered-emails", ip
         )
 
     async def registered_email(self, ip: str) -> None:
-        await self.strategy.hit(self.registered_emails, "registered-emails", ip)
+        await self._count(self.registered_emails, "registered-emails", ip)
 
     async def aclose(self) -> None:
-        """Stop the memory storage's expiry task, or close the Redis connection pool."""
+        """Stop the memory storage's expiry task, and close the Redis connection pool."""
+        await self.local.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
+
+
+class _Strategies:
+    """One storage's limiters: moving windows (guessing), the sliding counter (operations)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.moving = MovingWindowRateLimiter(storage)
+        self.counter = SlidingWindowCounterRateLimiter(storage)
+
+    async def retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
+        stats = await self.moving.get_window_stats(item, *identifiers)
+        return max(1, int(stats.reset_time - time.time() + 0.999))
+
+    async def aclose(self) -> None:
         storage = self.storage
         if isinstance(storage, MemoryStorage):
             timer = storage.timer

@@ -192,3 +192,56 @@ async def test_probing_emails_through_register_is_limited_per_address(
         # Another address is not affected.
         other = await register("someone@example.com", "10.7.0.2")
         assert other.json()["data"]["register"]["__typename"] == "AuthPayload"
+
+
+async def test_limits_ride_through_redis_going_down_and_coming_back(tmp_path: Path) -> None:
+    """A Redis outage weakens the limits to this process's memory; it never fails a call."""
+    from auth.rate_limit import AuthRateLimiter
+    from tests.services import free_port
+    from tests.subscriptions.helpers import RedisProcess
+
+    own = RedisProcess(free_port(), tmp_path)
+    await own.start()
+    limiter = AuthRateLimiter(
+        own.url, per_ip="3/minute", login_failures="2/minute", operations="3/minute"
+    )
+    try:
+        for _ in range(3):
+            assert await limiter.operation("user:ada") is None
+        assert await limiter.operation("user:ada") is not None  # over, in Redis
+
+        await own.stop()
+        # Down: counted afresh in memory, limits still enforced, no exception.
+        for _ in range(3):
+            assert await limiter.operation("user:ada") is None
+        refused = await limiter.operation("user:ada")
+        assert refused is not None
+        assert refused.limit == "RATE_LIMIT_OPERATIONS"
+        assert await limiter.attempt("10.0.0.1") is None
+        await limiter.failed_login("ada@example.com")
+        assert await limiter.account_locked("ada@example.com") is None
+
+        # Frozen rather than gone: answers within the Redis timeout, from memory.
+        await own.start()
+        own.pause()
+        limiter._shared_down_until = 0.0  # retry Redis now rather than in a few seconds
+        async with asyncio.timeout(5):
+            assert await limiter.operation("user:bob") is None
+        own.resume()
+
+        # Back: the shared counters are used again once the retry delay has passed.
+        limiter._shared_down_until = 0.0
+        for _ in range(3):
+            assert await limiter.operation("user:cy") is None
+        assert await limiter.operation("user:cy") is not None
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(own.url)
+        try:
+            assert await client.keys("*operations*"), "the counters are in Redis again"
+        finally:
+            await client.aclose()
+    finally:
+        await limiter.aclose()
+        own.resume()
+        await own.stop()
