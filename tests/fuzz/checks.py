@@ -69,3 +69,9 @@ def _body_problems(body: Any) -> list[str]:
         if leak:
             found.append(f"internals in {error['message']!r:.500} ({leak.group(0)!r})")
     return found
+
+
+def error_codes(response: httpx.Response) -> list[str]:
+    """The `extensions.code` of each error of a well-formed answer ("data" when none)."""
+    errors = response.json().get("errors") or []
+    return [error["extensions"]["code"] for error in errors] or ["data"]

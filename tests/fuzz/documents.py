@@ -45,6 +45,22 @@ ODD_TEXT = [
 ]
 
 
+# Escapes in GraphQL string literals: lone surrogates and out-of-range code points are
+# syntax errors, NUL and the rest must reach the resolvers' validation.
+GRAPHQL_ESCAPES = [
+    r'"\uD800"',
+    r'"a\uDFFFb"',
+    r'"\u{D800}"',
+    r'"\u{110000}"',
+    r'"\u0000"',
+    r'"\u{0}"',
+    '"""\u0000"""',
+    r'"\uD83D\uDE00"',
+    r'"\u{10FFFF}"',
+    r'"\uFFFF"',
+]
+
+
 @dataclass(frozen=True)
 class Request:
     """One HTTP request to /graphql: a JSON body (or a raw one), who sends it, and how."""
@@ -83,7 +99,13 @@ def _scalars(world: World) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
         st.datetimes().map(lambda d: d.isoformat()),
     )
     return {
-        "ID": st.one_of(ids, ids, ids, st.text(max_size=40)).map(nodes.String),
+        "ID": st.one_of(
+            ids.map(nodes.String),
+            ids.map(nodes.String),
+            ids.map(nodes.String),
+            st.text(max_size=40).map(nodes.String),
+            st.integers(-(2**31), 2**31 - 1).map(nodes.Int),
+        ),
         "DateTime": datetimes.map(nodes.String),
         "JSON": st.just(nodes.String("{}")),
     }
@@ -302,7 +324,10 @@ def _huge(draw: st.DrawFn) -> str:
 def _odd_strings(draw: st.DrawFn, world: World) -> str:
     """Valid shapes with odd text in string literals (escaped, as GraphQL allows)."""
     text = draw(_text(world))
-    literal = graphql.print_ast(graphql.StringValueNode(value=text))
+    literal = draw(
+        st.just(graphql.print_ast(graphql.StringValueNode(value=text)))
+        | st.sampled_from(GRAPHQL_ESCAPES)
+    )
     template = draw(
         st.sampled_from(
             [
@@ -476,7 +501,12 @@ def _bad_bodies(draw: st.DrawFn) -> Request:
                 ]
             )
         )
-        return Request({"query": query}, caller, method="GET", note="GET")
+        params = {"query": query}
+        if draw(st.booleans()):
+            params["variables"] = draw(
+                st.sampled_from(['{"id": "x"}', "[", "null", '"\\ud800"', "[" * 2000, "NaN", "{}"])
+            )
+        return Request(params, caller, method="GET", note="GET")
     if kind == "graphql-media":
         query = draw(st.sampled_from(["{ me { id } }", "{ me { ", "{ nope }", ""]))
         return Request(

@@ -8,7 +8,7 @@ well-formed GraphQL JSON response, not a 5xx, with no unexpected (masked) error 
 internals in any message; the server must log no error and still answer afterwards.
 
 `FUZZ_EXAMPLES` sets the number of valid and of invalid documents per database (CI: 2000
-on PostgreSQL, a quarter of that on SQLite, about a minute on two cores). Generation is
+on PostgreSQL, an eighth of that on SQLite, about a minute on two cores). Generation is
 derandomized and the requests go one at a time in generation order, so a run is
 reproducible; each finding is reported with its exact request and answer.
 """
@@ -34,14 +34,14 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from tests.api import migrate
-from tests.fuzz.checks import problems
+from tests.fuzz.checks import error_codes, problems
 from tests.fuzz.documents import Request, invalid_requests, valid_requests
 from tests.fuzz.served import World, concord_serve, introspected_schema, logged_errors, seed
 from tests.services import _admin, scratch_postgres_database
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
 # SQLite shares the CI minute with PostgreSQL, where NUL bytes and types bite hardest.
-SQLITE_SHARE = 4
+SQLITE_SHARE = 8
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Target:
     log: Path
     examples: int
     statuses: Counter[int] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
 
     def send(self, request: Request) -> httpx.Response:
         caller = self.world.callers[request.caller]
@@ -71,6 +72,8 @@ class Target:
         response = self.send(request)
         self.statuses[response.status_code] += 1
         found = problems(response)
+        if not found:
+            self.codes.update(error_codes(response))
         assert not found, f"{found}\nrequest: {request.describe()}\nresponse: {response.text:.2000}"
         return response
 
@@ -116,6 +119,7 @@ def _fuzz(
     """
     found: list[str] = []
     target.statuses.clear()
+    target.codes.clear()
 
     def send(request: Request) -> None:
         try:
@@ -136,7 +140,8 @@ def _fuzz(
         sys.setswitchinterval(interval)
     summary = (
         f"{len(pending)} documents in {time.monotonic() - started:.1f} s, "
-        f"answers by status: {dict(sorted(target.statuses.items()))}"
+        f"answers by status: {dict(sorted(target.statuses.items()))}, "
+        f"error codes: {dict(target.codes.most_common())}"
     )
     print(f"\n{summary}")  # noqa: T201  (the count and time, for the CI log)
     assert not found, f"{len(found)} findings; the first ones:\n" + "\n\n".join(found[:5])
