@@ -85,7 +85,9 @@ def decode_access_token(config: TokenConfig, token: str) -> AccessClaims:
             user_id=uuid.UUID(claims["sub"]),
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         )
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
+        # OverflowError: an `exp` beyond any datetime (found by the fuzz, tests/fuzz); only
+        # a holder of the secret can sign one, but it must still be a 401, not a 500.
         raise InvalidToken(str(exc)) from exc
 
 

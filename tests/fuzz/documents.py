@@ -11,7 +11,10 @@ cycles, and bad variables or request bodies.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +22,7 @@ import graphql
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, from_schema, nodes
 
-from tests.fuzz.served import World
+from tests.fuzz.served import JWT_SECRET, World
 
 # Arguments and input fields whose values the seed can supply.
 CURSOR_NAMES = {"after"}
@@ -530,6 +533,54 @@ def invalid_requests(schema: graphql.GraphQLSchema, world: World) -> st.SearchSt
     return _invalid_requests(negative, world)
 
 
+CLAIM_VALUES = st.sampled_from(
+    [None, "", "x", 5, -1, 2**70, 1e300, "soon", [], {}, "00000000-0000-0000-0000-000000000000"]
+)
+
+# Times beyond what a datetime holds, before the epoch, or not numbers at all.
+TIME_VALUES = st.sampled_from([2**70, 1e300, -(2**70), -1, 0, "soon", None, 1.5])
+
+
+@st.composite
+def _authorization(draw: st.DrawFn, world: World) -> str:
+    """An Authorization header: malformed, or a token signed with the server's secret whose
+    claims are odd (what only a holder of the secret could send, and still no 5xx)."""
+    if draw(st.booleans()):
+        return draw(
+            st.sampled_from(
+                ["Bearer", "Basic YTpi", "Bearer a.b.c", "Bearer ....", "Bearer " + "a" * 8000]
+            )
+        )
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": draw(st.sampled_from(world.ids)),
+        "iss": "concord",
+        "aud": "concord",
+        "iat": now,
+        "exp": now + 600,
+        "typ": "access",
+    }
+    # One or two claims odd or missing, the rest as the server issues them.
+    for name in draw(st.lists(st.sampled_from(sorted(claims)), min_size=1, max_size=2)):
+        if draw(st.integers(0, 4)) == 0:
+            claims.pop(name, None)
+        else:
+            claims[name] = draw(TIME_VALUES if name in {"exp", "iat"} else CLAIM_VALUES)
+    return "Bearer " + _signed(claims)
+
+
+def _signed(claims: dict[str, Any]) -> str:
+    """An HS256 JWT of any claims (PyJWT's encoder refuses some of the odd ones)."""
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = part(json.dumps(claims).encode())
+    signature = hmac.digest(JWT_SECRET.encode(), f"{header}.{payload}".encode(), "sha256")
+    return f"{header}.{payload}.{part(signature)}"
+
+
 @st.composite
 def _invalid_requests(draw: st.DrawFn, negative: st.SearchStrategy[str], world: World) -> Request:
     caller = draw(st.sampled_from(CALLERS))
@@ -545,6 +596,7 @@ def _invalid_requests(draw: st.DrawFn, negative: st.SearchStrategy[str], world: 
                 "odd",
                 "variables",
                 "body",
+                "authorization",
             ]
         )
     )
@@ -560,6 +612,12 @@ def _invalid_requests(draw: st.DrawFn, negative: st.SearchStrategy[str], world: 
         document = draw(_odd_strings(world))
     elif kind == "variables":
         return draw(_bad_variables(world, caller))
+    elif kind == "authorization":
+        authorization = draw(_authorization(world))
+        query = draw(st.sampled_from(["{ me { id } }", "{ workspaces { nodes { id } } }"]))
+        return Request(
+            {"query": query}, caller, headers={"authorization": authorization}, note=kind
+        )
     else:
         return draw(_bad_bodies())
     assert isinstance(document, str)

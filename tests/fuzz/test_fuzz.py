@@ -57,7 +57,7 @@ class Target:
     def send(self, request: Request) -> httpx.Response:
         caller = self.world.callers[request.caller]
         headers = {"accept": request.accept, **request.headers}
-        if caller.token:
+        if caller.token and "authorization" not in headers:
             headers["authorization"] = f"Bearer {caller.token}"
         if request.method == "GET":
             return self.client.get("/graphql", params=request.body, headers=headers)
