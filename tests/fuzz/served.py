@@ -34,6 +34,8 @@ FUZZ_ENV = {
     "RATE_LIMIT_UNKNOWN_EMAILS": "100000/minute",
     "JWT_SECRET": JWT_SECRET,
     "LOG_LEVEL": "WARNING",
+    # A long campaign (FUZZ_EXAMPLES) outlasts the default 15 minutes of an access token.
+    "ACCESS_TOKEN_TTL_SECONDS": "86400",
 }
 
 
