@@ -74,7 +74,6 @@ class Request:
     raw: bytes | None = None
     content_type: str = "application/json"
     accept: str = "application/json"
-    valid: bool = False
     note: str = ""
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -83,8 +82,7 @@ class Request:
         return f"{self.method} as {self.caller} ({self.note}): {body!r:.3000}"
 
 
-def _text(world: World) -> st.SearchStrategy[str]:
-    return st.one_of(st.text(max_size=40), st.sampled_from(ODD_TEXT))
+TEXT = st.one_of(st.text(max_size=40), st.sampled_from(ODD_TEXT))
 
 
 def _scalars(world: World) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
@@ -209,7 +207,7 @@ def _valid_requests(draw: st.DrawFn, documents: st.SearchStrategy[str]) -> Reque
     document = draw(documents)
     caller = draw(st.sampled_from(CALLERS))
     accept = draw(st.sampled_from(["application/json", "application/graphql-response+json"]))
-    return Request({"query": document}, caller, accept=accept, valid=True, note="valid")
+    return Request({"query": document}, caller, accept=accept, note="valid")
 
 
 # --- invalid documents -------------------------------------------------------------------
@@ -326,7 +324,7 @@ def _huge(draw: st.DrawFn) -> str:
 @st.composite
 def _odd_strings(draw: st.DrawFn, world: World) -> str:
     """Valid shapes with odd text in string literals (escaped, as GraphQL allows)."""
-    text = draw(_text(world))
+    text = draw(TEXT)
     literal = draw(
         st.just(graphql.print_ast(graphql.StringValueNode(value=text)))
         | st.sampled_from(GRAPHQL_ESCAPES)
