@@ -27,12 +27,17 @@ LEAKS = re.compile(
 )
 
 
+EVENT_STREAM = "text/event-stream"
+
+
 def problems(response: httpx.Response) -> list[str]:
     """Everything wrong with `response`; empty when it is an acceptable answer."""
     found: list[str] = []
     if response.status_code >= 500:
         found.append(f"HTTP {response.status_code}")
     media = response.headers.get("content-type", "").split(";")[0].strip()
+    if media == EVENT_STREAM:
+        return found + _stream_problems(response.text)
     if media not in JSON_TYPES:
         found.append(f"content-type {media!r}")
     try:
@@ -40,6 +45,44 @@ def problems(response: httpx.Response) -> list[str]:
     except ValueError:
         return [*found, f"not JSON: {response.content[:300]!r}"]
     return found + _body_problems(body)
+
+
+def _events(text: str) -> list[tuple[str, str]]:
+    """The (event, data) of each message of a GraphQL-over-SSE stream."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) if ": " in line else (line.rstrip(":"), "")
+            for line in block.splitlines()
+            if line and not line.startswith(":")
+        )
+        if fields:
+            events.append((fields.get("event", ""), fields.get("data", "")))
+    return events
+
+
+def _stream_problems(text: str) -> list[str]:
+    """A query or mutation over SSE: `next` events with a well-formed result, then `complete`."""
+    events = _events(text)
+    if not events or events[-1][0] != "complete":
+        return [f"stream does not end with complete: {text[-300:]!r}"]
+    found = []
+    for event, data in events[:-1]:
+        if event != "next":
+            found.append(f"unexpected event {event!r}")
+            continue
+        try:
+            found += _body_problems(json.loads(data))
+        except ValueError:
+            found.append(f"next event is not JSON: {data[:300]!r}")
+    return found
+
+
+def bodies(response: httpx.Response) -> list[Any]:
+    """The GraphQL response bodies of a well-formed answer (several over SSE)."""
+    if response.headers.get("content-type", "").startswith(EVENT_STREAM):
+        return [json.loads(data) for event, data in _events(response.text) if event == "next"]
+    return [response.json()]
 
 
 def _body_problems(body: Any) -> list[str]:
@@ -73,5 +116,5 @@ def _body_problems(body: Any) -> list[str]:
 
 def error_codes(response: httpx.Response) -> list[str]:
     """The `extensions.code` of each error of a well-formed answer ("data" when none)."""
-    errors = response.json().get("errors") or []
+    errors = [error for body in bodies(response) for error in body.get("errors") or []]
     return [error["extensions"]["code"] for error in errors] or ["data"]

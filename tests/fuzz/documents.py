@@ -195,6 +195,10 @@ def _share(
 
 
 CALLERS = ["owner", "editor", "viewer", "outsider", "anonymous"]
+# JSON, the GraphQL media type (4xx for request errors), and GraphQL over SSE.
+ACCEPTS = st.sampled_from(
+    ["application/json", "application/graphql-response+json", "text/event-stream"]
+)
 
 
 def valid_requests(schema: graphql.GraphQLSchema, world: World) -> st.SearchStrategy[Request]:
@@ -206,7 +210,7 @@ def valid_requests(schema: graphql.GraphQLSchema, world: World) -> st.SearchStra
 def _valid_requests(draw: st.DrawFn, documents: st.SearchStrategy[str]) -> Request:
     document = draw(documents)
     caller = draw(st.sampled_from(CALLERS))
-    accept = draw(st.sampled_from(["application/json", "application/graphql-response+json"]))
+    accept = draw(ACCEPTS)
     return Request({"query": document}, caller, accept=accept, note="valid")
 
 
@@ -608,4 +612,4 @@ def _invalid_requests(draw: st.DrawFn, negative: st.SearchStrategy[str], world: 
     else:
         return draw(_bad_bodies())
     assert isinstance(document, str)
-    return Request({"query": document}, caller, note=kind)
+    return Request({"query": document}, caller, accept=draw(ACCEPTS), note=kind)
