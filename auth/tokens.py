@@ -99,7 +99,9 @@ def decode_access_token(config: TokenConfig, token: str) -> AccessClaims:
             # Tokens issued before sessions existed carry none (and expire within the TTL).
             session_id=uuid.UUID(sid) if sid is not None else None,
         )
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
+        # OverflowError: an `exp` beyond any datetime (found by the fuzz, tests/fuzz); only
+        # a holder of the secret can sign one, but it must still be a 401, not a 500.
         raise InvalidToken(str(exc)) from exc
 
 

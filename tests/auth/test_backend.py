@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import jwt
 import pytest
 
 from auth.backend import VerifiedTokens
 from auth.tokens import InvalidToken, TokenConfig, issue_access_token
+from tests.api import Api, settings_for
 
 CONFIG = TokenConfig(
     secret="a-test-secret-that-is-long-enough-for-hs256-0123",
@@ -18,6 +21,8 @@ CONFIG = TokenConfig(
     access_ttl=timedelta(seconds=10),
     refresh_ttl=timedelta(days=1),
 )
+# The secret the `api` fixture's server signs with.
+SECRET = settings_for("sqlite://", Path()).jwt_secret
 
 
 async def test_a_remembered_token_stops_working_when_it_expires() -> None:
@@ -48,3 +53,18 @@ def test_only_verified_tokens_are_remembered() -> None:
     for other in others:
         tokens.viewer(f"Bearer {other}")
     assert len(tokens._known) == 2  # bounded
+
+
+@pytest.mark.parametrize("exp", [2**70, 1e300], ids=["int", "float"])
+async def test_a_signed_token_expiring_beyond_any_date_is_401_not_500(api: Api, exp: float) -> None:
+    """Found by fuzzing the Authorization header (see tests/fuzz): `exp` past what a
+    datetime holds raised OverflowError out of the auth middleware, a 500 with no body."""
+    person = await api.register()
+    now = int(datetime.now(UTC).timestamp())
+    claims = {"sub": person.id, "iss": "concord", "aud": "concord", "iat": now, "exp": exp}
+    token = jwt.encode({**claims, "typ": "access"}, SECRET, algorithm="HS256")
+    response = await api.raw("{ me { id } }", token=token)
+    assert response.status_code == 401, response.text
+    assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # The same person with a token the server issued is fine.
+    assert (await api.ok("{ me { id } }", token=person.token)) == {"me": {"id": person.id}}

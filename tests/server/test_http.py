@@ -70,3 +70,34 @@ async def test_limits_refuse_deep_and_aliased_queries(api: Api) -> None:
     too_deep = await api(nested)
     assert too_deep["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert "depth" in too_deep["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"\xa2", id="not-utf-8"),
+        pytest.param(b"\xff\xfe\x00", id="utf-16-bom-truncated"),
+        pytest.param(b"[" * 10_000, id="nested-too-deep"),
+        pytest.param(
+            b'{"query": "{ me { id } }", "variables": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001,
+            id="deep-variables",
+        ),
+    ],
+)
+async def test_undecodable_json_bodies_are_400_not_500(api: Api, body: bytes) -> None:
+    """Found by the fuzz (tests/fuzz): bytes that are not UTF-8, or JSON nested beyond the
+    decoder's recursion limit, used to escape as a 500 with a traceback in the log."""
+    response = await api.client.post(
+        "/graphql", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "errors": [
+            {
+                "message": "Unable to parse request body as JSON",
+                "extensions": {"code": "BAD_REQUEST"},
+            }
+        ]
+    }
+    # The server is fine and answers the next request on the same client.
+    assert (await api("{ __typename }")) == {"data": {"__typename": "Query"}}

@@ -248,3 +248,21 @@ async def test_concord_serve_refuses_a_large_message_before_buffering_it(tmp_pat
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 10)
+
+
+async def test_a_message_nested_too_deep_closes_with_4400_not_a_crash(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON nested past the standard library decoder's recursion limit raised RecursionError
+    out of the socket's loop (found with the HTTP fuzz, tests/fuzz): now it is refused like
+    any other message that is not JSON."""
+    alice = await server.api.register("alice")
+    caplog.set_level(logging.INFO)
+    deep = "[" * 3000 + "]" * 3000
+    assert len(deep) < LIMIT
+    async with socket(server.ws_url) as t:
+        await t.init(alice.token)
+        await t.connection.send(deep)
+        code, _ = await closed(t.connection)
+        assert code == 4400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
