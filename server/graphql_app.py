@@ -126,6 +126,18 @@ async def _require_json_object(request: Request) -> None:
         return  # Strawberry answers malformed JSON with its own 400 (see decode_json).
     if not isinstance(body, dict):
         raise HTTPException(400, "The request body must be a JSON object with a `query`.")
+    # GraphQL over HTTP: each parameter's type, checked before anything uses it as a key.
+    for key, kinds, what in REQUEST_PARAMETERS:
+        if body.get(key) is not None and not isinstance(body[key], kinds):
+            raise HTTPException(400, f"`{key}` must be {what}.")
+
+
+REQUEST_PARAMETERS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("query", str, "a string"),
+    ("operationName", str, "a string or null"),
+    ("variables", dict, "an object or null"),
+    ("extensions", dict, "an object or null"),
+)
 
 
 async def _close_expired(websocket: WebSocket, reason: str = "Access token expired") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,26 @@ async def test_undecodable_json_bodies_are_400_not_500(api: Api, body: bytes) ->
     }
     # The server is fine and answers the next request on the same client.
     assert (await api("{ __typename }")) == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"query": "{ __typename }", "operationName": {}}, id="name-object"),
+        pytest.param({"query": "{ __typename }", "operationName": ["Q"]}, id="name-array"),
+        pytest.param({"query": "{ __typename }", "operationName": 1}, id="name-number"),
+        pytest.param({"query": "{ __typename }", "variables": ["x"]}, id="variables-array"),
+        pytest.param({"query": "{ __typename }", "extensions": "x"}, id="extensions-string"),
+        pytest.param({"query": {"q": 1}}, id="query-object"),
+    ],
+)
+@pytest.mark.parametrize("accept", ["application/json", "application/graphql-response+json"])
+async def test_request_parameters_of_the_wrong_type_are_400_naming_the_parameter(
+    api: Api, body: dict[str, Any], accept: str
+) -> None:
+    response = await api.client.post("/graphql", json=body, headers={"accept": accept})
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST"
+    (parameter,) = [key for key in body if key != "query"] or ["query"]
+    assert f"`{parameter}`" in error["message"]

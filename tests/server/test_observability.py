@@ -307,10 +307,15 @@ async def test_a_subscription_that_fails_is_logged_with_its_code(
 
 
 async def test_request_lines_do_not_log_query_strings(
-    server: LiveServer, caplog: pytest.LogCaptureFixture
+    server: LiveServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A GET carries the document and its variables in the URL: uvicorn's request line
     names the path only."""
+    # Another test's uvicorn.Config with its default log config (dictConfig) may have
+    # stopped uvicorn's access logger from propagating to the capture.
+    access = logging.getLogger("uvicorn.access")
+    monkeypatch.setattr(access, "propagate", True)
+    monkeypatch.setattr(access, "disabled", False)
     api = server.api
     alice = await api.register("alice")
     caplog.set_level(logging.DEBUG)
