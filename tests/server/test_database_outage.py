@@ -38,7 +38,7 @@ pytestmark = pytest.mark.postgres
 log = logging.getLogger(__name__)
 
 WRITERS = 3
-DOWN_SECONDS = 8.0
+DOWN_SECONDS = 10.0
 # Requests never wait on a dead database longer than this (stopped: the connection is
 # refused at once); a frozen one holds a request for its timeouts (1 s each here).
 STOPPED_BOUND = 2.0
