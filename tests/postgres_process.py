@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,15 @@ class PostgresProcess:
             return
         main = psutil.Process(self._process.pid)
         main.send_signal(signal.SIGSTOP)  # first: a stopped postmaster forks no backend
-        self._frozen = [main, *main.children(recursive=True)]
-        for process in self._frozen[1:]:
-            process.send_signal(signal.SIGSTOP)
+        self._frozen = [main]
+        # Looked for a few times: a backend forked just before the postmaster stopped may
+        # not be listed yet (a write once went through a "frozen" server that way).
+        for _ in range(3):
+            for process in main.children(recursive=True):
+                if process not in self._frozen:
+                    process.send_signal(signal.SIGSTOP)
+                    self._frozen.append(process)
+            time.sleep(0.05)
 
     def thaw(self) -> None:
         for process in self._frozen:

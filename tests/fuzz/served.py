@@ -32,6 +32,8 @@ FUZZ_ENV = {
     "RATE_LIMIT_AUTH_PER_IP": "100000/minute",
     "RATE_LIMIT_LOGIN_FAILURES": "100000/minute",
     "RATE_LIMIT_UNKNOWN_EMAILS": "100000/minute",
+    "RATE_LIMIT_REGISTERED_EMAILS": "100000/minute",
+    "RATE_LIMIT_OPERATIONS": "1000000/minute",
     "JWT_SECRET": JWT_SECRET,
     "LOG_LEVEL": "WARNING",
     # A long campaign (FUZZ_EXAMPLES) outlasts the default 15 minutes of an access token.
