@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from server.logging import log_fields
 from server.sse import accepts_event_stream
 from telemetry import tracing
 
@@ -152,16 +153,11 @@ def operation_finished(
     for code in codes:
         GRAPHQL_ERRORS.labels(code).inc()
     if log.isEnabledFor(logging.INFO):
-        # Built and handled directly: `log.info` would also look up the caller's frame.
-        record = log.makeRecord(
-            log.name,
-            logging.INFO,
-            __file__,
-            0,
+        # Not `log.info`, which would also look up the caller's frame.
+        log_fields(
+            log,
             "operation",
-            (),
-            None,
-            extra={
+            {
                 "request_id": scope.get(REQUEST_ID) if scope is not None else None,
                 "user_id": None if user_id is None else str(user_id),
                 "operation": None if name is None else name[:100],
@@ -171,7 +167,6 @@ def operation_finished(
                 "outcome": outcome,
             },
         )
-        log.handle(record)
 
 
 # (method, path label, status) -> the counter and histogram children, as `_children`.
