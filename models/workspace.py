@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import new_id
-from models.paging import after_key, fetch_all, select_all
+from models.paging import after_key, fetch_all, fetch_by_ids, select_all
 from models.tables import EventStream, Membership, Workspace
 from models.versioning import insert_versioned, update_versioned
 
@@ -28,7 +28,7 @@ async def workspaces_by_ids(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
 ) -> Sequence[Any]:
     """Workspaces by id: ORM objects, or plain rows with `rows=True`."""
-    return await fetch_all(session, select_all(Workspace, rows).where(Workspace.id.in_(ids)), rows)
+    return await fetch_by_ids(session, Workspace, ids, rows)
 
 
 async def rename_workspace(
