@@ -227,6 +227,20 @@ class SignedOut(InvalidToken):
     """A well-signed, unexpired token of a login that was signed out (or revoked)."""
 
 
+async def http_viewer(authenticator: Authenticator, header: str | None) -> Viewer | None:
+    """The HTTP request's caller from its Authorization header, None when it sent none;
+    AuthenticationError (answered 401) for a token not to be honoured."""
+    try:
+        return await authenticator.viewer(header)
+    except (UnknownUser, SignedOut) as exc:
+        raise AuthenticationError(str(exc)) from exc
+    except InvalidToken as exc:
+        raise AuthenticationError("Invalid or expired access token.") from exc
+
+
+AUTHENTICATED = ["authenticated"]
+
+
 class BearerTokenBackend(AuthenticationBackend):
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
@@ -234,15 +248,10 @@ class BearerTokenBackend(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         if conn.scope["type"] != "http":
             return None
-        try:
-            viewer = await self.authenticator.viewer(conn.headers.get("authorization"))
-        except (UnknownUser, SignedOut) as exc:
-            raise AuthenticationError(str(exc)) from exc
-        except InvalidToken as exc:
-            raise AuthenticationError("Invalid or expired access token.") from exc
+        viewer = await http_viewer(self.authenticator, conn.headers.get("authorization"))
         if viewer is None:
             return None
-        return AuthCredentials(["authenticated"]), viewer
+        return AuthCredentials(AUTHENTICATED), viewer
 
 
 def unauthenticated_response(conn: HTTPConnection, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.paging import fetch_all, page_per_parent, select_all
+from models.paging import fetch_by_ids, page_per_parent
 from models.tables import Board, Card, Comment
 from models.versioning import delete_versioned, insert_versioned, update_versioned
 
@@ -36,7 +36,7 @@ async def boards_by_ids(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
 ) -> Sequence[Any]:
     """Boards by id: ORM objects, or plain rows with `rows=True`."""
-    return await fetch_all(session, select_all(Board, rows).where(Board.id.in_(ids)), rows)
+    return await fetch_by_ids(session, Board, ids, rows)
 
 
 async def boards_by_workspaces(

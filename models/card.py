@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.paging import fetch_all, page_per_parent, select_all
+from models.paging import fetch_by_ids, page_per_parent
 from models.tables import Card, Comment
 from models.versioning import delete_versioned, insert_versioned, update_versioned
 
@@ -32,7 +32,7 @@ async def cards_by_ids(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
 ) -> Sequence[Any]:
     """Cards by id: ORM objects, or plain rows with `rows=True`."""
-    return await fetch_all(session, select_all(Card, rows).where(Card.id.in_(ids)), rows)
+    return await fetch_by_ids(session, Card, ids, rows)
 
 
 async def cards_by_boards(

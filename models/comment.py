@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.paging import fetch_all, page_per_parent, select_all
+from models.paging import fetch_by_ids, page_per_parent
 from models.tables import Comment
 from models.versioning import delete_versioned, insert_versioned, update_versioned
 
@@ -26,7 +26,7 @@ async def comments_by_ids(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
 ) -> Sequence[Any]:
     """Comments by id: ORM objects, or plain rows with `rows=True`."""
-    return await fetch_all(session, select_all(Comment, rows).where(Comment.id.in_(ids)), rows)
+    return await fetch_by_ids(session, Comment, ids, rows)
 
 
 async def comments_by_cards(

@@ -61,6 +61,29 @@ async def fetch_all(
     return objects
 
 
+BY_IDS = "id_1"
+
+
+@functools.lru_cache(maxsize=32)
+def _by_ids_shape(model: type[Base], rows: bool) -> Select[Any]:
+    """SELECT of `model` WHERE id IN (…ids), the ids a parameter: built once per model.
+
+    Building `select(Model).where(Model.id.in_(ids))` for each batch (the IN coercion of
+    every value, a fresh statement to hash for SQLAlchemy's compiled cache) was a tenth
+    of a one-row read's CPU; the SQL is the same (an expanding IN parameter either way).
+    """
+    key = table_of(model).c.id
+    # Named as SQLAlchemy names the parameter of `in_([…])`: the same SQL, to the letter.
+    return select_all(model, rows).where(key.in_(bindparam(BY_IDS, expanding=True, type_=key.type)))
+
+
+async def fetch_by_ids(
+    session: AsyncSession, model: type[Base], ids: Sequence[Any], rows: bool = False
+) -> Sequence[Any]:
+    """The rows of `model` whose id is in `ids`: ORM objects, or plain rows with `rows=True`."""
+    return await fetch_all(session, _by_ids_shape(model, rows), rows, {BY_IDS: list(ids)})
+
+
 def after_key(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
     """(c1, c2, …) > (v1, v2, …), spelled out: SQL Server has no row-value comparison."""
     clauses = []

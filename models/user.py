@@ -11,7 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import new_id, utcnow
-from models.paging import fetch_all, select_all
+from models.paging import fetch_by_ids
 from models.tables import ExternalIdentity, RefreshToken, User
 
 
@@ -34,7 +34,7 @@ async def users_by_ids(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
 ) -> Sequence[Any]:
     """Users by id: ORM objects, or plain rows with `rows=True`."""
-    return await fetch_all(session, select_all(User, rows).where(User.id.in_(ids)), rows)
+    return await fetch_by_ids(session, User, ids, rows)
 
 
 async def store_refresh_token(

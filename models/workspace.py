@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import new_id
-from models.paging import after_key, fetch_all, select_all
+from models.paging import after_key, fetch_all, fetch_by_ids, select_all
 from models.tables import EventStream, Membership, Workspace
 from models.versioning import insert_versioned, update_versioned
 
@@ -28,7 +29,7 @@ async def workspaces_by_ids(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, rows: bool = False
 ) -> Sequence[Any]:
     """Workspaces by id: ORM objects, or plain rows with `rows=True`."""
-    return await fetch_all(session, select_all(Workspace, rows).where(Workspace.id.in_(ids)), rows)
+    return await fetch_by_ids(session, Workspace, ids, rows)
 
 
 async def rename_workspace(
@@ -82,25 +83,39 @@ async def member_ids(session: AsyncSession, workspace_id: uuid.UUID) -> set[uuid
     return set((await session.execute(stmt)).scalars().all())
 
 
+# The statements below are built once, their values bound at execution under the names
+# SQLAlchemy gives them when built with values (the same SQL; see models.paging.BY_IDS).
+_OF_USER = select(Membership).where(
+    Membership.user_id == bindparam("user_id_1", type_=Membership.user_id.type),
+    Membership.workspace_id.in_(
+        bindparam("workspace_id_1", expanding=True, type_=Membership.workspace_id.type)
+    ),
+)
+
+
 async def memberships_of_user(
     session: AsyncSession, user_id: uuid.UUID, workspace_ids: Sequence[uuid.UUID]
 ) -> Sequence[Membership]:
-    stmt = select(Membership).where(
-        Membership.user_id == user_id, Membership.workspace_id.in_(workspace_ids)
+    values = {"user_id_1": user_id, "workspace_id_1": list(workspace_ids)}
+    return (await session.execute(_OF_USER, values)).scalars().all()
+
+
+@functools.lru_cache(maxsize=2)
+def _of_workspaces(rows: bool) -> Select[Any]:
+    ids = bindparam("workspace_id_1", expanding=True, type_=Membership.workspace_id.type)
+    return (
+        select_all(Membership, rows)
+        .where(Membership.workspace_id.in_(ids))
+        .order_by(Membership.workspace_id, Membership.created_at, Membership.id)
     )
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def memberships_by_workspaces(
     session: AsyncSession, workspace_ids: Sequence[uuid.UUID], *, rows: bool = False
 ) -> Sequence[Any]:
     """Memberships of the workspaces in joining order: ORM objects, or rows with `rows=True`."""
-    stmt = (
-        select_all(Membership, rows)
-        .where(Membership.workspace_id.in_(workspace_ids))
-        .order_by(Membership.workspace_id, Membership.created_at, Membership.id)
-    )
-    return await fetch_all(session, stmt, rows)
+    values = {"workspace_id_1": list(workspace_ids)}
+    return await fetch_all(session, _of_workspaces(rows), rows, values)
 
 
 async def set_role(session: AsyncSession, membership_id: uuid.UUID, role: str) -> Membership:

@@ -66,6 +66,8 @@ class Context:
     # A WebSocket's context lives as long as the socket: each operation on it gets a
     # fresh copy (for_operation), so no role or row is cached across operations.
     per_connection: bool = False
+    # The by-id loaders give plain rows (see Loaders): the compiled read path's context.
+    plain_rows: bool = False
 
     @classmethod
     def create(
@@ -84,7 +86,9 @@ class Context:
         """This request's DataLoaders (for this caller)."""
         if self._loaders is None:
             reads = self.reader or self.services.db.reader
-            self._loaders = Loaders(reads, self.viewer.user_id if self.viewer else None)
+            self._loaders = Loaders(
+                reads, self.viewer.user_id if self.viewer else None, plain_rows=self.plain_rows
+            )
         return self._loaders
 
     @loaders.setter
@@ -100,10 +104,13 @@ class Context:
         return (self.reader or self.services.db.reader)()
 
     def sharing(self, session: AsyncSession) -> Context:
-        """The same caller with loaders and reads that all go through `session`."""
-        return Context.create(
+        """The same caller with loaders and reads that all go through `session`, for the
+        compiled read path: its by-id loaders give plain rows."""
+        shared = Context.create(
             self.services, self.viewer, self.request, self.response, borrowed(session)
         )
+        shared.plain_rows = True
+        return shared
 
     @property
     def idempotency(self) -> IdempotencyClaim | None:

@@ -43,6 +43,7 @@ from schema.errors import ErrorCodes
 from server.demo import demo_routes
 from server.graphiql import graphiql_routes
 from server.graphql_app import ConcordGraphQL, FanoutHandler
+from server.graphql_lane import GraphQLLane
 from server.idempotency import HEADER as IDEMPOTENCY_HEADER
 from server.idempotency import REPLAYED_HEADER, IdempotentMutations
 from server.limits import BodySizeLimit, BodyTimeout
@@ -235,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         revocations_from_url(settings.redis_url), broker, tokens.access_ttl.total_seconds()
     )
     external = external_config(settings)
-    services.authenticator = Authenticator(
+    authenticator = services.authenticator = Authenticator(
         tokens,
         known_users,
         external=(
@@ -395,6 +396,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if settings.cors_origin_list
                 else []
             ),
+            # HTTP requests to /graphql: the checks of the layers below, in one frame.
+            Middleware(
+                GraphQLLane,
+                endpoint=graphql,
+                path="/graphql",
+                authenticator=authenticator,
+                max_body_bytes=settings.max_body_bytes,
+                body_timeout_seconds=settings.request_body_timeout_seconds,
+            ),
             Middleware(RequestObserver),
             *(
                 [Middleware(MetricsGate, token=settings.metrics_token, endpoint=metrics)]
@@ -405,7 +415,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(
                 AuthenticationMiddleware,
-                backend=BearerTokenBackend(services.authenticator),
+                backend=BearerTokenBackend(authenticator),
                 on_error=unauthenticated_response,
             ),
             # Keep last: the middleware above still sees every socket.

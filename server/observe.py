@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from server.logging import log_fields
 from server.sse import accepts_event_stream
 from telemetry import tracing
 
@@ -152,16 +153,11 @@ def operation_finished(
     for code in codes:
         GRAPHQL_ERRORS.labels(code).inc()
     if log.isEnabledFor(logging.INFO):
-        # Built and handled directly: `log.info` would also look up the caller's frame.
-        record = log.makeRecord(
-            log.name,
-            logging.INFO,
-            __file__,
-            0,
+        # Not `log.info`, which would also look up the caller's frame.
+        log_fields(
+            log,
             "operation",
-            (),
-            None,
-            extra={
+            {
                 "request_id": scope.get(REQUEST_ID) if scope is not None else None,
                 "user_id": None if user_id is None else str(user_id),
                 "operation": None if name is None else name[:100],
@@ -171,7 +167,66 @@ def operation_finished(
                 "outcome": outcome,
             },
         )
-        log.handle(record)
+
+
+# (method, path label, status) -> the counter and histogram children, as `_children`.
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+MAX_HTTP_LABELS = 1_000
+
+
+class HttpRequestRecord:
+    """One HTTP request as `RequestObserver` (and `server.graphql_lane`) records it: its id
+    (in the scope, echoed in the response), its metrics and, with tracing on, its span."""
+
+    __slots__ = ("echo", "path", "span", "start", "status", "token")
+
+    def __init__(self, scope: Scope) -> None:
+        rid = scope[REQUEST_ID] = request_id(scope["headers"])
+        self.echo = (b"x-request-id", rid.encode())
+        self.path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        self.status = 500
+        self.start = time.perf_counter()
+        tracer = tracing.tracer
+        self.span: Any = None
+        self.token: Any = None
+        if tracer is not None:
+            self.span = tracer.start_span(
+                f"{scope['method']} {self.path}",
+                context=tracing.extract_headers(scope["headers"]),
+                kind=SpanKind.SERVER,
+                attributes={
+                    "http.request.method": scope["method"],
+                    "url.path": scope["path"],
+                    "concord.request_id": rid,
+                },
+            )
+            self.token = otel_context.attach(trace.set_span_in_context(self.span))
+
+    def started(self, message: Message) -> None:
+        """Note the status of an `http.response.start` message and add the request id."""
+        self.status = message["status"]
+        message["headers"] = [*message.get("headers", ()), self.echo]
+
+    def finish(self, method: str) -> None:
+        status = self.status
+        key = (method, self.path, status)
+        children = _http_children.get(key)
+        if children is None:
+            children = (
+                HTTP_REQUESTS.labels(method, self.path, str(status)),
+                HTTP_LATENCY.labels(self.path),
+            )
+            if len(_http_children) < MAX_HTTP_LABELS:
+                _http_children[key] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - self.start)
+        span = self.span
+        if span is not None:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
+            span.end()
+            otel_context.detach(self.token)
 
 
 class RequestObserver:
@@ -188,45 +243,17 @@ class RequestObserver:
                 scope[REQUEST_ID] = request_id(scope["headers"])
             await self.app(scope, receive, send)
             return
-        rid = scope[REQUEST_ID] = request_id(scope["headers"])
-        echo = (b"x-request-id", rid.encode())
-        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
-        status = 500
-        start = time.perf_counter()
-        tracer = tracing.tracer
-        span = token = None
-        if tracer is not None:
-            span = tracer.start_span(
-                f"{scope['method']} {path}",
-                context=tracing.extract_headers(scope["headers"]),
-                kind=SpanKind.SERVER,
-                attributes={
-                    "http.request.method": scope["method"],
-                    "url.path": scope["path"],
-                    "concord.request_id": rid,
-                },
-            )
-            token = otel_context.attach(trace.set_span_in_context(span))
+        observed = HttpRequestRecord(scope)
 
         async def record(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echo]
+                observed.started(message)
             await send(message)
 
         try:
             await self.app(scope, receive, record)
         finally:
-            HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
-            HTTP_LATENCY.labels(path).observe(time.perf_counter() - start)
-            if span is not None:
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR))
-                span.end()
-                assert token is not None
-                otel_context.detach(token)
+            observed.finish(scope["method"])
 
 
 def _transport(request: Any) -> str:

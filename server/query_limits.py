@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -56,6 +57,7 @@ from server.field_merging import LinearFieldMergingRule
 
 DEFAULT_PAGE = 50
 MAX_PARSED = 1000
+MAX_VERDICTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -260,12 +262,30 @@ class DocumentCheck:
         self.schema = schema
         self.limits = limits
         self._parsed: OrderedDict[str, DocumentNode] = OrderedDict()
+        # (document, operation, variables as canonical JSON) -> the verdict: a measure
+        # depends on nothing else, and clients repeat the same requests (LRU).
+        self._verdicts: OrderedDict[tuple[str, str | None, bytes], bool] = OrderedDict()
 
     def check(self, query: str, operation_name: str | None, variables: object) -> bool:
         """Whether a document the general path accepted stays within the limits now.
 
-        Its cost depends on the variables, so it is measured again for every request.
+        Its cost depends on the variables, so it is measured for each distinct set of them.
         """
+        try:
+            given = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b""
+        except TypeError:
+            return self._check(query, operation_name, variables)
+        key = (query, operation_name, given)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = self._check(query, operation_name, variables)
+            if len(self._verdicts) > MAX_VERDICTS:
+                self._verdicts.popitem(last=False)
+        else:
+            self._verdicts.move_to_end(key)
+        return verdict
+
+    def _check(self, query: str, operation_name: str | None, variables: object) -> bool:
         document = self._parsed.get(query)
         if document is None:
             document = parse(query)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from tests.api import Api, running_app, settings_for
@@ -105,3 +106,19 @@ async def test_request_time_limit_stops_the_work(
     # Stopped, not just abandoned: nothing was committed.
     data = await api.ok("{ workspaces { nodes { name } } }", token=alice.token)
     assert data["workspaces"]["nodes"] == []
+
+
+async def test_a_known_document_is_measured_again_for_other_variables(api: Api) -> None:
+    """The compiled path remembers verdicts per document *and* variables: the same
+    accepted document with larger pages is refused, and allowed again with small ones."""
+    person = await api.register()
+    pages = "board { cards(first: $n) { nodes { id } } }"
+    pages = f"board {{ cards(first: $n) {{ nodes {{ {pages} }} }} }}"
+    document = f'query($n: Int) {{ card(id: "{uuid.UUID(int=0)}") {{ {pages} }} }}'
+    for _ in range(3):  # learned by the compiled path, then answered (and remembered) by it
+        assert await api(document, {"n": 5}, token=person.token) == {"data": {"card": None}}
+    for _ in range(2):
+        # 100 x 100 cards: over MAX_QUERY_COST, though each page is allowed.
+        refused = await api(document, {"n": 100}, token=person.token)
+        assert refused["errors"][0]["extensions"]["limit"] == "MAX_QUERY_COST", refused
+        assert "errors" not in await api(document, {"n": 5}, token=person.token)
