@@ -26,6 +26,7 @@ spelling, so the rows decoded here equal the driver's rows.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import namedtuple
 from collections.abc import Callable
@@ -68,56 +69,94 @@ def _timestamp(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
 
 
-@dataclass(frozen=True)
-class _Table:
-    """A table's columns in the statement, and its rows decoded like the driver's."""
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
-    model: type[Base]
+
+@dataclass
+class _Table:
+    """A table's columns in the statement, and its rows decoded like the driver's.
+
+    A row carries only the columns the plan reads (a field's own column, foreign keys of
+    the relations it follows, the sort key where a cursor is asked for) and always `id`.
+    Reading any other attribute raises AttributeError, which abandons the attempt: the
+    general path answers, never a row with a value it does not have. Ids stay the text
+    PostgreSQL spells them in, which is `str()` of the driver's UUID: ids only ever reach
+    the answer (and cursors) through `str()`, and serve as keys among themselves.
+    """
+
     name: str
     columns: tuple[str, ...]
-    convert: tuple[Callable[[Any], Any] | None, ...]
-    row: Callable[..., Any]
+    convert: dict[str, Callable[[Any], Any]]
+    casts: dict[str, str]
+    rows: dict[frozenset[str], tuple[tuple[str, ...], Callable[..., Any]]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def of(cls, model: type[Base]) -> _Table:
         table = table_of(model)
-        columns = tuple(column.key for column in table.c)
-        convert: list[Callable[[Any], Any] | None] = []
+        convert: dict[str, Callable[[Any], Any]] = {}
+        casts: dict[str, str] = {}
         for column in table.c:
             if isinstance(column.type, Uuid):
-                convert.append(uuid.UUID)
+                casts[column.key] = "uuid"
             elif isinstance(column.type, UTCDateTime):
-                convert.append(_timestamp)
+                convert[column.key] = _timestamp
+                casts[column.key] = "timestamp"
             elif isinstance(column.type, Float):
-                convert.append(float)
-            else:  # text and integers: JSON gives them as the driver does
-                convert.append(None)
-        row = namedtuple(f"{model.__name__}Row", columns)  # type: ignore[misc]
-        return cls(model, table.name, columns, tuple(convert), row)
+                convert[column.key] = float
+                casts[column.key] = "float8"
+            # text and integers: JSON gives them as the driver does
+        return cls(table.name, tuple(column.key for column in table.c), convert, casts)
 
-    def select(self, alias: str) -> list[str]:
+    def column_of(self, field_name: str) -> str:
+        column = _snake(field_name)
+        if column not in self.columns:
+            raise Decline(f"{self.name} has no column for {field_name}")
+        return column
+
+    def shape(self, needed: set[str]) -> tuple[tuple[str, ...], Callable[..., Any]]:
+        """The columns (in table order) and the row class for a set of needed columns."""
+        key = frozenset(needed)
+        if key not in self.rows:
+            columns = tuple(c for c in self.columns if c in key)
+            row = namedtuple(f"{self.name}_row", columns)  # type: ignore[misc]
+            self.rows[key] = (columns, row)
+        return self.rows[key]
+
+    def merge(self, old: Any, new: Any) -> Any:
+        """One row read twice with different columns (a user as author and as member):
+        the row with both sets of columns. Both come from one statement's snapshot."""
+        if old is None or new is None or type(old) is type(new):
+            return new
+        values = {**old._asdict(), **new._asdict()}
+        _, make = self.shape(set(values))
+        return make(**values)
+
+    def merge_lists(self, old: list[Any] | None, new: list[Any]) -> list[Any]:
+        if old is None or len(old) != len(new):
+            return new
+        return [self.merge(a, b) for a, b in zip(old, new, strict=True)]
+
+    def select(self, alias: str, columns: tuple[str, ...]) -> list[str]:
         out = []
-        for name, convert in zip(self.columns, self.convert, strict=True):
-            if convert is _timestamp:
+        for name in columns:
+            if self.convert.get(name) is _timestamp:
                 out.append(f"(extract(epoch from {alias}.{name}) * 1000000)::bigint")
             else:
                 out.append(f"{alias}.{name}")
         return out
 
     def cast(self, name: str) -> str:
-        convert = self.convert[self.columns.index(name)]
-        if convert is uuid.UUID:
-            return "uuid"
-        if convert is _timestamp:
-            return "timestamp"
-        if convert is float:
-            return "float8"
-        raise Decline(f"no cast for {self.name}.{name}")
+        if name not in self.casts:
+            raise Decline(f"no cast for {self.name}.{name}")
+        return self.casts[name]
 
 
 TABLES = {
-    name: _Table.of(model)
-    for name, model in {
+    type_name: _Table.of(model)
+    for type_name, model in {
         "Workspace": Workspace,
         "Membership": Membership,
         "Board": Board,
@@ -214,7 +253,7 @@ class _Builder:
         row_id = validation.entity_id(planned.arguments(self.variables)["id"], "id")
         table = TABLES[type_name]
         t = self.alias()
-        row_sql, decode_row = self.row(type_name, t, [planned.child] if planned.child else [])
+        row_sql, decode_row, _ = self.row(type_name, t, [planned.child] if planned.child else [])
         readable = (
             f"EXISTS (SELECT 1 FROM memberships AS m{t} WHERE m{t}.workspace_id = "
             f"{t}.{workspace_column} AND m{t}.user_id = {self.param(viewer, 'uuid')} "
@@ -232,50 +271,61 @@ class _Builder:
         return sql, decode
 
     def row(
-        self, type_name: str, alias: str, selections: list[Selection]
-    ) -> tuple[str, Callable[[Any, Fetched], Any]]:
-        """`json_build_array(columns…, relations…)` of the row `alias`, and its decoder."""
+        self,
+        type_name: str,
+        alias: str,
+        selections: list[Selection],
+        also: tuple[str, ...] = (),
+    ) -> tuple[str, Callable[[Any, Fetched], Any], tuple[str, ...]]:
+        """`json_build_array(columns…, relations…)` of the row `alias`, its decoder, and the
+        columns it reads (of `alias`, relations aside)."""
         table = TABLES[type_name]
-        parts = table.select(alias)
-        relations: dict[tuple[Any, ...], tuple[str, list[Selection]]] = {}
+        needed = {"id", *also}
+        relations: dict[tuple[Any, ...], _Relation] = {}
         for selection in selections:
             for planned in selection.fields:
-                self.relation(type_name, planned, relations)
+                if planned.name == "__typename":
+                    continue
+                if isinstance(planned.source, Scalar):
+                    needed.add(table.column_of(planned.name))
+                else:
+                    self.relation(type_name, planned, relations)
+        for key in relations:
+            if key[0] == "load":
+                needed.add(LOADS[(type_name, key[1])][1])
+        columns, make = table.shape(needed)
+        parts = table.select(alias, columns)
         decoders: list[Decoder] = []
-        for key, (kind, children) in relations.items():
-            sql, decode = getattr(self, kind)(type_name, alias, key, children)
+        for key, relation in relations.items():
+            sql, decode = getattr(self, key[0])(type_name, alias, key, relation)
             parts.append(sql)
             decoders.append(decode)
-        width = len(table.columns)
-        steps = list(enumerate(table.convert))
-        make = table.row
+        width = len(columns)
+        steps = [(i, table.convert[c]) for i, c in enumerate(columns) if c in table.convert]
 
         def decode_row(value: Any, fetched: Fetched) -> Any:
             for i, convert in steps:
-                if convert is not None and value[i] is not None:
+                if value[i] is not None:
                     value[i] = convert(value[i])
             row = make(*value[:width])
             for decode, related in zip(decoders, value[width:], strict=True):
                 decode(row, related, fetched)
             return row
 
-        return f"json_build_array({', '.join(parts)})", decode_row
+        return f"json_build_array({', '.join(parts)})", decode_row, columns
 
     def relation(
         self,
         type_name: str,
         planned: PlannedField,
-        relations: dict[tuple[Any, ...], tuple[str, list[Selection]]],
+        relations: dict[tuple[Any, ...], _Relation],
     ) -> None:
         """Note the relation `planned` needs under rows of `type_name` (merged by key)."""
-        if isinstance(planned.source, Scalar):
-            return
         where = (type_name, planned.name)
         if where in LOADS:
-            key: tuple[Any, ...] = ("load", planned.name)
-            _, children = relations.setdefault(key, ("load", []))
+            relation = relations.setdefault(("load", planned.name), _Relation())
             if planned.child is not None:
-                children.append(planned.child)
+                relation.children.append(planned.child)
         elif where in PAGED:
             arguments = planned.arguments(self.variables)
             try:
@@ -286,38 +336,41 @@ class _Builder:
                 # A bad page size or cursor: an error only if some row needs the list, and
                 # then `Run` asks for a page that was not fetched and bails.
                 return
-            key = ("paged", planned.name, size, after)
-            _, children = relations.setdefault(key, ("paged", []))
-            children.extend(_nodes(planned.child))
+            relation = relations.setdefault(("paged", planned.name, size, after), _Relation())
+            relation.children.extend(_nodes(planned.child))
+            relation.cursors = relation.cursors or _cursors(planned.child)
         elif where == ("Workspace", "members"):
-            _, children = relations.setdefault(("members",), ("members", []))
+            relation = relations.setdefault(("members",), _Relation())
             if planned.child is not None:
-                children.append(planned.child)
+                relation.children.append(planned.child)
         else:
             raise Decline(f"{type_name}.{planned.name}")
 
     def load(
-        self, type_name: str, parent: str, key: tuple[Any, ...], children: list[Selection]
+        self, type_name: str, parent: str, key: tuple[Any, ...], relation: _Relation
     ) -> tuple[str, Decoder]:
         related, column = LOADS[(type_name, key[1])]
         t = self.alias()
-        row_sql, decode_row = self.row(related, t, children)
+        row_sql, decode_row, _ = self.row(related, t, relation.children)
         sql = (
             f"(SELECT {row_sql} FROM {TABLES[related].name} AS {t} "
             f"WHERE {t}.id = {parent}.{column})"
         )
-        table = LOAD_TABLE[related]
+        table, merge = LOAD_TABLE[related], TABLES[related].merge
+        missing = object()
 
         def decode(row: Any, value: Any, fetched: Fetched) -> None:
             target = getattr(row, column)
             if target is not None:
                 found = None if value is None else decode_row(value, fetched)
-                fetched.rows.setdefault(table, {})[target] = found
+                known = fetched.rows.setdefault(table, {})
+                old = known.get(target, missing)
+                known[target] = found if old is missing else merge(old, found)
 
         return sql, decode
 
     def paged(
-        self, type_name: str, parent: str, key: tuple[Any, ...], children: list[Selection]
+        self, type_name: str, parent: str, key: tuple[Any, ...], relation: _Relation
     ) -> tuple[str, Decoder]:
         _, name, size, after = key
         spec = PAGED[(type_name, name)]
@@ -335,37 +388,66 @@ class _Builder:
                 f"({t}i.{first} > {values[0]} OR ({t}i.{first} = {values[0]} "
                 f"AND {t}i.{tie} > {values[1]}))"
             )
+        # The sort key goes into the rows only when a cursor is asked for.
+        also = spec.order if relation.cursors else ()
+        row_sql, decode_row, columns = self.row(spec.child, t, relation.children, also)
+        selected = ", ".join(f"{t}i.{c}" for c in dict.fromkeys([*columns, first, tie]))
         inner = (
-            f"SELECT * FROM {table.name} AS {t}i WHERE {' AND '.join(conditions)} "
+            f"SELECT {selected} FROM {table.name} AS {t}i WHERE {' AND '.join(conditions)} "
             f"ORDER BY {t}i.{first}, {t}i.{tie} LIMIT {self.param(size + 1, 'int8')}"
         )
-        row_sql, decode_row = self.row(spec.child, t, children)
         sql = (
             f"(SELECT coalesce(json_agg({row_sql} ORDER BY {t}.{first}, {t}.{tie}), '[]') "
             f"FROM ({inner}) AS {t})"
         )
         store = (spec.children.cursor, size, after)
 
+        merge = table.merge_lists
+
         def decode(row: Any, value: Any, fetched: Fetched) -> None:
             pages = fetched.pages.setdefault(store, {})
-            pages[row.id] = [decode_row(item, fetched) for item in value]
+            found = [decode_row(item, fetched) for item in value]
+            pages[row.id] = merge(pages.get(row.id), found)
 
         return sql, decode
 
     def members(
-        self, type_name: str, parent: str, key: tuple[Any, ...], children: list[Selection]
+        self, type_name: str, parent: str, key: tuple[Any, ...], relation: _Relation
     ) -> tuple[str, Decoder]:
         t = self.alias()
-        row_sql, decode_row = self.row("Membership", t, children)
+        row_sql, decode_row, _ = self.row("Membership", t, relation.children)
         sql = (
             f"(SELECT coalesce(json_agg({row_sql} ORDER BY {t}.created_at, {t}.id), '[]') "
             f"FROM memberships AS {t} WHERE {t}.workspace_id = {parent}.id)"
         )
 
+        merge = TABLES["Membership"].merge_lists
+
         def decode(row: Any, value: Any, fetched: Fetched) -> None:
-            fetched.members[row.id] = [decode_row(item, fetched) for item in value]
+            found = [decode_row(item, fetched) for item in value]
+            fetched.members[row.id] = merge(fetched.members.get(row.id), found)
 
         return sql, decode
+
+
+@dataclass
+class _Relation:
+    """What rows under a relation need: the selections on them, and cursors or not."""
+
+    children: list[Selection] = field(default_factory=list)
+    cursors: bool = False
+
+
+def _cursors(connection: Selection | None) -> bool:
+    """Whether a connection's selection spells a cursor (`edges { cursor }`, `endCursor`)."""
+    for planned in connection.fields if connection is not None else ():
+        if planned.child is None:
+            continue
+        if planned.name == "edges" and any(f.name == "cursor" for f in planned.child.fields):
+            return True
+        if planned.name == "pageInfo" and any(f.name == "endCursor" for f in planned.child.fields):
+            return True
+    return False
 
 
 def _bind(value: Any) -> Any:

@@ -116,3 +116,38 @@ async def test_compiled_reads_answer_like_the_general_path(pair: Pair, data: st.
             assert answered() == before + 1, f"the compiled path did not answer: {query}"
             if pair.url.startswith("postgresql") and set(root_names(query)) <= SINGLE_ROOTS:
                 assert single_statements() == before_single + 1, f"not one statement: {query}"
+
+
+# One user as a member, an assignee and an author, each time with other fields; the same
+# page of cards under two paths with other fields; cursors on one path only.
+OVERLAPPING = """query($id: ID!) { workspace(id: $id) {
+  members { role user { email } }
+  boards(first: 5) { nodes { id
+    cards(first: 5) { nodes { title assignee { displayName }
+      comments(first: 2) { edges { cursor node { body author { id email displayName } } } } } }
+    again: cards(first: 5) { pageInfo { endCursor } nodes { position dueDate board { name } } }
+  } } } }"""
+
+
+async def test_rows_read_on_several_paths_with_other_fields(pair: Pair) -> None:
+    owner = await pair.general.register()
+    workspace = await pair.general.workspace(owner)
+    for b in range(2):
+        board = await pair.general.board(owner, workspace["id"], f"board {b}")
+        for c in range(3):
+            card = await pair.general.card(owner, board["id"], f"card {c}", assigneeId=owner.id)
+            await pair.general.ok(
+                "mutation($i: AddCommentInput!) { addComment(input: $i) { __typename } }",
+                {"i": {"cardId": card["id"], "body": f"comment on {c}"}},
+                owner.token,
+            )
+    body = {"query": OVERLAPPING, "variables": {"id": workspace["id"]}}
+    expected = await send(pair.general, body, owner.token)
+    assert "errors" not in expected.json()
+    await send(pair.compiled, body, owner.token)
+    before, before_single = answered(), single_statements()
+    actual = await send(pair.compiled, body, owner.token)
+    assert actual.content == expected.content
+    assert answered() == before + 1
+    if pair.url.startswith("postgresql"):
+        assert single_statements() == before_single + 1
