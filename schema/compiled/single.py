@@ -1,27 +1,25 @@
-"""A plan's reads as ONE PostgreSQL statement: nested subqueries that build the whole tree.
+"""A plan's reads as ONE PostgreSQL statement: one CTE per planned level, one JSON array each.
 
-The compiled path (execute.py) reads one batch per planned field: a board with its cards,
-their assignees and comments is four or five statements, each a loopback round trip and a
-pass through the driver. On PostgreSQL the same rows can come back in one statement:
-every row a `json_build_array` of its columns followed by its relations, a paged list a
-`json_agg` over a LIMITed subquery, a related row a scalar subquery, the root fields
-(with their membership check) in one `SELECT json_build_array(…)`.
+The compiled path (execute.py) reads one batch per planned field: a workspace with its
+boards, their cards, assignees, comments and authors is six statements, each a loopback
+round trip and a pass through the driver. On PostgreSQL the same batches fit in one
+statement: the root field (with its membership check) is a CTE, and every relation a CTE
+that reads its rows for all rows of its parent CTE at once (`… IN (SELECT id FROM
+parent)`), as the repositories do (`models.paging.page_per_parent` for pages: ranked per
+parent, then cut after `size + 1`; memberships in joining order; related rows by id).
+So each row is read and sent once, however many comments one author wrote. The statement
+returns one `json_agg` per CTE; each becomes plain rows again (`_Table`).
 
-The statement only *fetches*: its rows become plain rows again (the same column values,
-types and attribute names `rows=True` reads give, see `_Table`) and `SingleRun` hands them
-to the unchanged `Run`, so every value is formatted, ordered, paged and checked exactly as
-on the multi-statement path. Rows are placed where `Run` asks for them (pages by list,
-size and `after`; related rows by table and id; memberships by workspace); a request for
-anything the statement did not fetch raises `Bail`, so nothing is ever answered from a
-guess. A plan the statement cannot express (another root field, events, an argument the
-general path refuses) is left to the multi-statement path (`build` returns None).
+The statement only *fetches*: `SingleRun` hands its rows to the unchanged `Run`, so every
+value is formatted, ordered, paged and checked exactly as on the multi-statement path.
+Rows are placed where `Run` asks for them (pages by list, size and `after`; related rows
+by table and id; memberships by workspace); a request for anything the statement did not
+fetch raises `Bail`, and the general path answers. A plan the statement cannot express
+(another root field, events, …) is left to the multi-statement path (`build` returns None).
 
-The statement mirrors the repositories' reads: pages ordered by the list's sort key and
-id, cut after `size + 1` rows per parent, the keyset condition spelled as `after_key`
-spells it; memberships in joining order; a workspace, board or card only when the caller
-has a role in its workspace (`resolvers.access.can_read`). Timestamps travel as exact
-microseconds since the epoch, ids as their text, floats as PostgreSQL's shortest exact
-spelling, so the rows decoded here equal the driver's rows.
+Values: timestamps travel as exact microseconds since the epoch, floats as PostgreSQL's
+shortest exact spelling, ids as their text (see `_Table`), so the rows decoded here give
+the answers the driver's rows give.
 """
 
 from __future__ import annotations
@@ -212,73 +210,65 @@ class Fetched:
     members: dict[Any, list[Any]] = field(default_factory=dict)
 
 
-# Decoders: each takes the parent row (or None at the root), the JSON value, and the store.
-Decoder = Callable[[Any, Any, Fetched], None]
+# A level's rows, placed into `Fetched` given the rows of its parent level.
+Attach = Callable[[list[Any], list[Any], Fetched], None]
+
+
+@dataclass
+class _Level:
+    """One CTE of the statement: a batch of rows, like one statement of the other path."""
+
+    parent: int
+    decode: Callable[[list[Any]], list[Any]]
+    attach: Attach
 
 
 class _Builder:
-    """Writes the statement for one plan and request, and the decoders of its result."""
+    """Writes the statement for one plan and request, and how to place its rows.
+
+    Each planned relation becomes one CTE that reads its rows for *all* rows of its parent
+    level at once (`… IN (SELECT id FROM parent)`), exactly as the multi-statement path
+    reads them, so each row is read and sent once (an author of many comments too).
+    The statement returns one JSON array per level.
+    """
 
     def __init__(self, ctx: Context, variables: VariableValues) -> None:
         self.ctx = ctx
         self.variables = variables
         self.params: list[Any] = []
-        self.aliases = 0
+        self.ctes: list[str] = []
+        self.outputs: list[str] = []
+        self.levels: list[_Level] = []
 
     def param(self, value: Any, cast: str) -> str:
         self.params.append(value)
         return f"${len(self.params)}::{cast}"
 
-    def alias(self) -> str:
-        self.aliases += 1
-        return f"t{self.aliases}"
-
-    def statement(self, plan: Selection) -> tuple[str, list[Decoder]]:
-        parts: list[str] = []
-        decoders: list[Decoder] = []
+    def statement(self, plan: Selection) -> str:
         for planned in plan.fields:
             if isinstance(planned.source, Scalar):  # __typename
                 continue
             if planned.name not in ROOTS or planned.child is None:
                 raise Decline(f"root field {planned.name}")
-            sql, decode = self.root(planned)
-            parts.append(sql)
-            decoders.append(decode)
-        return f"SELECT json_build_array({', '.join(parts)})::text", decoders
-
-    def root(self, planned: PlannedField) -> tuple[str, Decoder]:
-        type_name, workspace_column = ROOTS[planned.name]
-        # What the resolvers check first; their errors are the general path's to report.
-        viewer = self.ctx.user_id()
-        row_id = validation.entity_id(planned.arguments(self.variables)["id"], "id")
-        table = TABLES[type_name]
-        t = self.alias()
-        row_sql, decode_row, _ = self.row(type_name, t, [planned.child] if planned.child else [])
-        readable = (
-            f"EXISTS (SELECT 1 FROM memberships AS m{t} WHERE m{t}.workspace_id = "
-            f"{t}.{workspace_column} AND m{t}.user_id = {self.param(viewer, 'uuid')} "
-            f"AND m{t}.role = ANY({self.param(sorted(ROLE_NAMES), 'text[]')}))"
+            self.root(planned)
+        if not self.ctes:
+            return "SELECT '[]'"
+        return (
+            f"WITH {', '.join(self.ctes)} SELECT json_build_array({', '.join(self.outputs)})::text"
         )
-        sql = (
-            f"(SELECT {row_sql} FROM {table.name} AS {t} "
-            f"WHERE {t}.id = {self.param(row_id, 'uuid')} AND {readable})"
-        )
-        key = planned.key
 
-        def decode(parent: Any, value: Any, fetched: Fetched) -> None:
-            fetched.roots[key] = None if value is None else decode_row(value, fetched)
-
-        return sql, decode
-
-    def row(
+    def level(
         self,
         type_name: str,
-        alias: str,
+        parent: int,
         selections: list[Selection],
-        also: tuple[str, ...] = (),
-    ) -> tuple[str, Callable[[Any, Fetched], Any], tuple[str, ...]]:
-        """`json_build_array(columns…, relations…)` of the row `alias`, its decoder, and the
-        columns it reads (of `alias`, relations aside)."""
+        also: tuple[str, ...],
+        source: Callable[[str, tuple[str, ...]], str],
+        order: Callable[[str], str],
+        attach: Attach,
+    ) -> None:
+        """Add the CTE for rows of `type_name` (`source` writes its SELECT, given an alias
+        and the columns), then the levels of the relations its selections follow."""
         table = TABLES[type_name]
         needed = {"id", *also}
         relations: dict[tuple[Any, ...], _Relation] = {}
@@ -294,25 +284,53 @@ class _Builder:
             if key[0] == "load":
                 needed.add(LOADS[(type_name, key[1])][1])
         columns, make = table.shape(needed)
-        parts = table.select(alias, columns)
-        decoders: list[Decoder] = []
-        for key, relation in relations.items():
-            sql, decode = getattr(self, key[0])(type_name, alias, key, relation)
-            parts.append(sql)
-            decoders.append(decode)
-        width = len(columns)
+        index = len(self.ctes)
+        name = f"c{index}"
+        self.ctes.append(f"{name} AS ({source('t', columns)})")
+        ordered = order(name)
+        self.outputs.append(
+            f"(SELECT coalesce(json_agg(json_build_array({', '.join(table.select(name, columns))})"
+            f"{' ORDER BY ' + ordered if ordered else ''}), '[]') FROM {name})"
+        )
         steps = [(i, table.convert[c]) for i, c in enumerate(columns) if c in table.convert]
 
-        def decode_row(value: Any, fetched: Fetched) -> Any:
-            for i, convert in steps:
-                if value[i] is not None:
-                    value[i] = convert(value[i])
-            row = make(*value[:width])
-            for decode, related in zip(decoders, value[width:], strict=True):
-                decode(row, related, fetched)
-            return row
+        def decode(values: list[Any]) -> list[Any]:
+            rows = []
+            for value in values:
+                for i, convert in steps:
+                    if value[i] is not None:
+                        value[i] = convert(value[i])
+                rows.append(make(*value))
+            return rows
 
-        return f"json_build_array({', '.join(parts)})", decode_row, columns
+        self.levels.append(_Level(parent, decode, attach))
+        for key, relation in relations.items():
+            getattr(self, key[0])(type_name, index, key, relation)
+
+    def root(self, planned: PlannedField) -> None:
+        type_name, workspace_column = ROOTS[planned.name]
+        # What the resolvers check first; their errors are the general path's to report.
+        viewer = self.ctx.user_id()
+        row_id = validation.entity_id(planned.arguments(self.variables)["id"], "id")
+        table = TABLES[type_name]
+        row = self.param(row_id, "uuid")
+        user = self.param(viewer, "uuid")
+        roles = self.param(sorted(ROLE_NAMES), "text[]")
+
+        def source(t: str, columns: tuple[str, ...]) -> str:
+            return (
+                f"SELECT {_columns(t, columns)} FROM {table.name} AS {t} WHERE {t}.id = {row} "
+                f"AND EXISTS (SELECT 1 FROM memberships AS m WHERE m.workspace_id = "
+                f"{t}.{workspace_column} AND m.user_id = {user} AND m.role = ANY({roles}))"
+            )
+
+        key = planned.key
+
+        def attach(rows: list[Any], parents: list[Any], fetched: Fetched) -> None:
+            fetched.roots[key] = rows[0] if rows else None
+
+        children = [planned.child] if planned.child is not None else []
+        self.level(type_name, -1, children, (), source, lambda name: "", attach)
 
     def relation(
         self,
@@ -346,88 +364,114 @@ class _Builder:
         else:
             raise Decline(f"{type_name}.{planned.name}")
 
-    def load(
-        self, type_name: str, parent: str, key: tuple[Any, ...], relation: _Relation
-    ) -> tuple[str, Decoder]:
+    def load(self, type_name: str, parent: int, key: tuple[Any, ...], relation: _Relation) -> None:
         related, column = LOADS[(type_name, key[1])]
-        t = self.alias()
-        row_sql, decode_row, _ = self.row(related, t, relation.children)
-        sql = (
-            f"(SELECT {row_sql} FROM {TABLES[related].name} AS {t} "
-            f"WHERE {t}.id = {parent}.{column})"
-        )
-        table, merge = LOAD_TABLE[related], TABLES[related].merge
+        table = TABLES[related]
+
+        def source(t: str, columns: tuple[str, ...]) -> str:
+            return (
+                f"SELECT {_columns(t, columns)} FROM {table.name} AS {t} "
+                f"WHERE {t}.id IN (SELECT {column} FROM c{parent})"
+            )
+
+        name, merge = LOAD_TABLE[related], table.merge
         missing = object()
 
-        def decode(row: Any, value: Any, fetched: Fetched) -> None:
-            target = getattr(row, column)
-            if target is not None:
-                found = None if value is None else decode_row(value, fetched)
-                known = fetched.rows.setdefault(table, {})
-                old = known.get(target, missing)
-                known[target] = found if old is missing else merge(old, found)
+        def attach(rows: list[Any], parents: list[Any], fetched: Fetched) -> None:
+            found = {row.id: row for row in rows}
+            known = fetched.rows.setdefault(name, {})
+            for row in parents:
+                target = getattr(row, column)
+                if target is not None:
+                    old = known.get(target, missing)
+                    new = found.get(target)
+                    known[target] = new if old is missing else merge(old, new)
 
-        return sql, decode
+        self.level(related, parent, relation.children, (), source, lambda name: "", attach)
 
-    def paged(
-        self, type_name: str, parent: str, key: tuple[Any, ...], relation: _Relation
-    ) -> tuple[str, Decoder]:
-        _, name, size, after = key
-        spec = PAGED[(type_name, name)]
+    def paged(self, type_name: str, parent: int, key: tuple[Any, ...], relation: _Relation) -> None:
+        _, field_name, size, after = key
+        spec = PAGED[(type_name, field_name)]
         table = TABLES[spec.child]
-        t = self.alias()
         first, tie = spec.order
-        conditions = [f"{t}i.{spec.parent_key} = {parent}.id"]
+        fk = spec.parent_key
+        condition = ""
         if after is not None:
             # models.paging.after_key, spelled out the same way.
             values = [
                 self.param(_bind(after[0]), table.cast(first)),
                 self.param(after[1], table.cast(tie)),
             ]
-            conditions.append(
-                f"({t}i.{first} > {values[0]} OR ({t}i.{first} = {values[0]} "
-                f"AND {t}i.{tie} > {values[1]}))"
+            condition = (
+                f" AND (t.{first} > {values[0]} OR (t.{first} = {values[0]} "
+                f"AND t.{tie} > {values[1]}))"
             )
-        # The sort key goes into the rows only when a cursor is asked for.
-        also = spec.order if relation.cursors else ()
-        row_sql, decode_row, columns = self.row(spec.child, t, relation.children, also)
-        selected = ", ".join(f"{t}i.{c}" for c in dict.fromkeys([*columns, first, tie]))
-        inner = (
-            f"SELECT {selected} FROM {table.name} AS {t}i WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {t}i.{first}, {t}i.{tie} LIMIT {self.param(size + 1, 'int8')}"
-        )
-        sql = (
-            f"(SELECT coalesce(json_agg({row_sql} ORDER BY {t}.{first}, {t}.{tie}), '[]') "
-            f"FROM ({inner}) AS {t})"
-        )
-        store = (spec.children.cursor, size, after)
+        limit = self.param(size + 1, "int8")
 
+        # models.paging.page_per_parent: ranked per parent, then cut.
+        def source(t: str, columns: tuple[str, ...]) -> str:
+            return (
+                f"SELECT {_columns('r', columns)}, r.rank FROM (SELECT "
+                f"{_columns(t, tuple(dict.fromkeys([*columns, fk])))}, row_number() OVER "
+                f"(PARTITION BY {t}.{fk} ORDER BY {t}.{first}, {t}.{tie}) AS rank "
+                f"FROM {table.name} AS {t} WHERE {t}.{fk} IN (SELECT id FROM c{parent})"
+                f"{condition}) AS r WHERE r.rank <= {limit}"
+            )
+
+        store = (spec.children.cursor, size, after)
         merge = table.merge_lists
 
-        def decode(row: Any, value: Any, fetched: Fetched) -> None:
+        def attach(rows: list[Any], parents: list[Any], fetched: Fetched) -> None:
+            grouped: dict[Any, list[Any]] = {row.id: [] for row in parents}
+            for row in rows:
+                grouped[getattr(row, fk)].append(row)
             pages = fetched.pages.setdefault(store, {})
-            found = [decode_row(item, fetched) for item in value]
-            pages[row.id] = merge(pages.get(row.id), found)
+            for parent_id, found in grouped.items():
+                pages[parent_id] = merge(pages.get(parent_id), found)
 
-        return sql, decode
+        # The sort key goes into the rows only when a cursor is asked for.
+        also = (fk, *spec.order) if relation.cursors else (fk,)
+        self.level(
+            spec.child,
+            parent,
+            relation.children,
+            also,
+            source,
+            lambda name: f"{name}.{fk}, {name}.rank",
+            attach,
+        )
 
     def members(
-        self, type_name: str, parent: str, key: tuple[Any, ...], relation: _Relation
-    ) -> tuple[str, Decoder]:
-        t = self.alias()
-        row_sql, decode_row, _ = self.row("Membership", t, relation.children)
-        sql = (
-            f"(SELECT coalesce(json_agg({row_sql} ORDER BY {t}.created_at, {t}.id), '[]') "
-            f"FROM memberships AS {t} WHERE {t}.workspace_id = {parent}.id)"
-        )
+        self, type_name: str, parent: int, key: tuple[Any, ...], relation: _Relation
+    ) -> None:
+        def source(t: str, columns: tuple[str, ...]) -> str:
+            return (
+                f"SELECT {_columns(t, tuple(dict.fromkeys([*columns, 'created_at'])))} "
+                f"FROM memberships AS {t} WHERE {t}.workspace_id IN (SELECT id FROM c{parent})"
+            )
 
         merge = TABLES["Membership"].merge_lists
 
-        def decode(row: Any, value: Any, fetched: Fetched) -> None:
-            found = [decode_row(item, fetched) for item in value]
-            fetched.members[row.id] = merge(fetched.members.get(row.id), found)
+        def attach(rows: list[Any], parents: list[Any], fetched: Fetched) -> None:
+            grouped: dict[Any, list[Any]] = {row.id: [] for row in parents}
+            for row in rows:
+                grouped[row.workspace_id].append(row)
+            for workspace_id, found in grouped.items():
+                fetched.members[workspace_id] = merge(fetched.members.get(workspace_id), found)
 
-        return sql, decode
+        self.level(
+            "Membership",
+            parent,
+            relation.children,
+            ("workspace_id",),
+            source,
+            lambda name: f"{name}.workspace_id, {name}.created_at, {name}.id",
+            attach,
+        )
+
+
+def _columns(alias: str, columns: tuple[str, ...]) -> str:
+    return ", ".join(f"{alias}.{c}" for c in columns)
 
 
 @dataclass
@@ -480,15 +524,19 @@ class Statement:
 
     sql: str
     params: tuple[Any, ...]
-    decoders: list[Decoder]
+    levels: list[_Level]
 
     async def fetch(self, session: AsyncSession) -> Fetched:
         connection = await session.connection()
         result = await connection.exec_driver_sql(self.sql, self.params)
         values = orjson.loads(result.scalar_one())
         fetched = Fetched()
-        for decode, value in zip(self.decoders, values, strict=True):
-            decode(None, value, fetched)
+        rows: list[list[Any]] = []
+        for level, value in zip(self.levels, values, strict=True):
+            found = level.decode(value)
+            rows.append(found)
+            # Parents come first: a level is added before the levels under it.
+            level.attach(found, rows[level.parent] if level.parent >= 0 else [], fetched)
         return fetched
 
 
@@ -496,10 +544,10 @@ def build(plan: Selection, ctx: Context, variables: VariableValues) -> Statement
     """The plan's reads as one statement, or None when the plan needs the other path."""
     builder = _Builder(ctx, variables)
     try:
-        sql, decoders = builder.statement(plan)
+        sql = builder.statement(plan)
     except Exception:  # Decline, or an error the general path will report itself
         return None
-    return Statement(sql, tuple(builder.params), decoders)
+    return Statement(sql, tuple(builder.params), builder.levels)
 
 
 class SingleRun(Run):
