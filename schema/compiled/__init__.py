@@ -174,20 +174,24 @@ class CompiledReads:
     ) -> dict[str, Any] | None:
         """The `data` of the response, or None when the general path must answer."""
         try:
+            answer: str | None = None
             async with ctx.reads() as session:
                 # One connection for the whole answer, root resolvers included: the plan
                 # runs its reads one after another.
                 shared = ctx.sharing(session)
-                run: Run | None = None
+                statement = None
                 if self.single_statement and ctx.services.db.dialect == "postgresql":
                     statement = build(plan, shared, variables)
-                    if statement is not None:
-                        fetched = await statement.fetch(session)
-                        run = SingleRun(shared, session, variables, fetched)
-                single = run is not None
-                if run is None:
-                    run = Run(shared, session, variables)
-                data = await run.answer(plan)
+                if statement is not None:
+                    answer = await statement.fetch(session)
+                else:
+                    data = await Run(shared, session, variables).answer(plan)
+            if statement is not None and answer is not None:
+                # Everything is read: the connection goes back to the pool before the
+                # answer is built, so concurrent requests need fewer connections.
+                fetched = statement.place(answer)
+                data = await SingleRun(shared, session, variables, fetched).answer(plan)
+            single = statement is not None
         except Exception as exc:
             log.debug("compiled read abandoned", extra={"reason": repr(exc)})
             COMPILED_READS.labels("abandoned").inc()

@@ -533,10 +533,16 @@ class Statement:
     params: tuple[Any, ...]
     levels: list[_Level]
 
-    async def fetch(self, session: AsyncSession) -> Fetched:
+    async def fetch(self, session: AsyncSession) -> str:
+        """The statement's answer: one JSON array per level."""
         connection = await session.connection()
         result = await connection.exec_driver_sql(self.sql, self.params)
-        values = orjson.loads(result.scalar_one())
+        answer: str = result.scalar_one()
+        return answer
+
+    def place(self, answer: str) -> Fetched:
+        """The rows of `fetch`'s answer, where `SingleRun` looks for them."""
+        values = orjson.loads(answer)
         fetched = Fetched()
         rows: list[list[Any]] = []
         for level, value in zip(self.levels, values, strict=True):
