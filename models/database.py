@@ -131,7 +131,10 @@ def _mssql_engine(url: URL, *, pool: bool, lock_timeout: float) -> AsyncEngine:
 
 # PostgreSQL pools, per engine. SQLAlchemy's default (5, and 10 more closed again when
 # returned) opens and closes a connection per request under a burst of concurrent reads.
-POOL_SIZE = 10
+# Overflow connections are closed when returned: with 10 kept, 32 concurrent one-statement
+# reads opened a connection (backend start, statements prepared and planned anew) for
+# many requests, which doubled PostgreSQL's CPU per request (bench/reads.py, mid, c=32).
+POOL_SIZE = 20
 MAX_OVERFLOW = 10
 # Pooled connections idle longer than this are pinged before use (see _ping_idle_connections).
 IDLE_PING_SECONDS = 1.0
