@@ -277,6 +277,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         schema,
         services,
         compiled_reads=settings.compiled_reads,
+        compiled_single_statement=settings.compiled_single_statement,
         cache=cache,
         max_message_bytes=settings.max_body_bytes,
         limits=limits,

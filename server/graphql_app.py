@@ -175,6 +175,7 @@ class ConcordGraphQL(EventStreams):
         services: Services,
         *,
         compiled_reads: bool = True,
+        compiled_single_statement: bool = True,
         cache: ResponseCache | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         limits: QueryLimits | None = None,
@@ -188,7 +189,13 @@ class ConcordGraphQL(EventStreams):
         # The compiled path skips validation: its cost still depends on the variables.
         check = DocumentCheck(schema._schema, limits).check if limits else None
         self.compiled = (
-            CompiledAnswers(CompiledReads(schema._schema), cache, check) if compiled_reads else None
+            CompiledAnswers(
+                CompiledReads(schema._schema, single_statement=compiled_single_statement),
+                cache,
+                check,
+            )
+            if compiled_reads
+            else None
         )
         self.max_message_bytes = max_message_bytes
         self.request_timeout = request_timeout

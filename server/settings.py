@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     # Reads: the compiled path for the contract's queries, and the response cache.
     compiled_reads: bool = True
+    # On PostgreSQL, the compiled path reads a plan's rows with one statement when it can
+    # (schema/compiled/single.py); off: one statement per planned field.
+    compiled_single_statement: bool = True
     response_cache: bool = True
     response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     response_cache_ttl_seconds: float = Field(default=300.0, gt=0)

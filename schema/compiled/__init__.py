@@ -39,6 +39,7 @@ from prometheus_client import Counter
 from resolvers.context import Context
 from schema.compiled.execute import Run
 from schema.compiled.plan import NotCompilable, Planner, Selection, inclusion_variables
+from schema.compiled.single import SINGLE_STATEMENT, SingleRun, build
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,16 @@ def confined_root(plan: Selection, variables: VariableValues) -> tuple[str, dict
 class CompiledReads:
     """The documents the general path accepted, and their execution on the compiled path."""
 
-    def __init__(self, schema: GraphQLSchema, max_documents: int = MAX_DOCUMENTS) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        max_documents: int = MAX_DOCUMENTS,
+        single_statement: bool = True,
+    ) -> None:
         self.schema = schema
         self.max_documents = max_documents
+        # On PostgreSQL, fetch a plan's rows with one statement where it can (single.py).
+        self.single_statement = single_statement
         self._documents: OrderedDict[tuple[str, str | None], Compiled | None] = OrderedDict()
 
     def learn(self, query: str, operation_name: str | None, answered_with_data: bool) -> None:
@@ -166,13 +174,28 @@ class CompiledReads:
     ) -> dict[str, Any] | None:
         """The `data` of the response, or None when the general path must answer."""
         try:
+            answer: str | None = None
             async with ctx.reads() as session:
                 # One connection for the whole answer, root resolvers included: the plan
                 # runs its reads one after another.
-                data = await Run(ctx.sharing(session), session, variables).answer(plan)
+                shared = ctx.sharing(session)
+                statement = None
+                if self.single_statement and ctx.services.db.dialect == "postgresql":
+                    statement = build(plan, shared, variables)
+                if statement is not None:
+                    answer = await statement.fetch(session)
+                else:
+                    data = await Run(shared, session, variables).answer(plan)
+            if statement is not None and answer is not None:
+                # Everything is read: the connection goes back to the pool before the
+                # answer is built, so concurrent requests need fewer connections.
+                fetched = statement.place(answer)
+                data = await SingleRun(shared, session, variables, fetched).answer(plan)
+            single = statement is not None
         except Exception as exc:
             log.debug("compiled read abandoned", extra={"reason": repr(exc)})
             COMPILED_READS.labels("abandoned").inc()
             return None
         COMPILED_READS.labels("answered").inc()
+        SINGLE_STATEMENT.labels("single" if single else "multi").inc()
         return data

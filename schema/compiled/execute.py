@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 
 from graphql.execution.values import VariableValues
@@ -79,6 +79,12 @@ class Run:
         built = list(map(selection.build, *columns))
         self._deferred.extend((field, rows, built) for field in deferred)
         return built
+
+    async def root(
+        self, field: PlannedField, resolve: Callable[[Context, dict[str, Any]], Awaitable[Any]]
+    ) -> Any:
+        """A Query field's value: what the general path's resolver returns."""
+        return await resolve(self.ctx, field.arguments(self.variables))
 
     async def finish(self) -> None:
         """Load the related rows that `render` put off: one statement per table for all.

@@ -111,7 +111,7 @@ class Root:
     resolve: Callable[[Context, dict[str, Any]], Awaitable[Any]]
 
     async def column(self, field: PlannedField, rows: list[Any], run: Run) -> list[Any]:
-        value = await self.resolve(run.ctx, field.arguments(run.variables))
+        value = await run.root(field, self.resolve)
         if isinstance(value, Page):
             value = Connection(value.items, value.has_next, PageCursors(value.cursors))
         return await run.objects(field, [value])

@@ -44,7 +44,7 @@ async def populate(
 
 
 async def count_statements(
-    api: Api, person: Person, workspace_id: str
+    api: Api, person: Person, workspace_id: str, query: str = NESTED
 ) -> tuple[int, dict[str, Any]]:
     engine = api.app.state.services.db.read_engine.sync_engine
     statements: list[str] = []
@@ -56,7 +56,7 @@ async def count_statements(
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        data = await api.ok(NESTED, {"id": workspace_id}, person.token)
+        data = await api.ok(query, {"id": workspace_id}, person.token)
     finally:
         event.remove(engine, "before_cursor_execute", record)
     return len(statements), data
@@ -99,6 +99,53 @@ async def test_nested_query_statement_count_does_not_grow_with_rows(
     # role, workspace, members, boards, cards, comments, users (assignees + authors + members)
     assert small_count == large_count
     assert large_count <= 9
+
+
+MID = """query($id: ID!) { board(id: $id) { id name
+  cards(first: 50) { nodes { id title status position assignee { id displayName } } } } }"""
+
+
+async def test_postgresql_answers_nested_and_mid_reads_with_one_statement(
+    database_url: str, tmp_path: Path
+) -> None:
+    """On PostgreSQL the compiled path reads the whole tree, membership check included,
+    with one statement; switched off, it reads one statement per planned field."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("one statement per read is PostgreSQL's")
+    await empty_tables(database_url)
+    counts: dict[bool, tuple[int, int]] = {}
+    for single in (True, False):
+        settings = settings_for(
+            database_url,
+            tmp_path / str(single),
+            response_cache=False,
+            compiled_single_statement=single,
+        )
+        async with running_app(settings) as api:
+            owner = await api.register(f"owner{single}")
+            helper = await api.register(f"helper{single}")
+            ws = await populate(api, owner, helper, boards=2, cards=3, comments=2)
+            boards = await api.ok(
+                "query($id: ID!) { workspace(id: $id) { boards(first: 1) { nodes { id } } } }",
+                {"id": ws},
+                owner.token,
+            )
+            board = boards["workspace"]["boards"]["nodes"][0]["id"]
+            await api.ok(NESTED, {"id": ws}, owner.token)  # the general path accepts them
+            await api.ok(MID, {"id": board}, owner.token)
+            answered = compiled_answers()
+            nested, nested_data = await count_statements(api, owner, ws)
+            mid, mid_data = await count_statements(api, owner, board, MID)
+            assert compiled_answers() - answered == 2
+            counts[single] = (nested, mid)
+            assert len(nested_data["workspace"]["boards"]["nodes"]) == 2
+            assert len(mid_data["board"]["cards"]["nodes"]) == 3
+            # A caller without a role reads nothing, in one statement too.
+            outsider = await api.register(f"outsider{single}")
+            assert await api.ok(MID, {"id": board}, outsider.token) == {"board": None}
+    assert counts[True] == (1, 1)
+    assert counts[False][0] > 1
+    assert counts[False][1] > 1
 
 
 async def test_a_failing_field_does_not_cancel_siblings_waiting_for_the_same_row(api: Api) -> None:
