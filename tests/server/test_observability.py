@@ -312,13 +312,15 @@ async def test_request_lines_do_not_log_query_strings(
 ) -> None:
     """A GET carries the document and its variables in the URL: uvicorn's request line
     names the path only."""
-    # Another test's uvicorn.Config with its default log config (dictConfig) may have
-    # stopped uvicorn's access logger from propagating to the capture; uvicorn decides
+    # Another test's uvicorn.Config (its default log config, or a log level) may have
+    # stopped uvicorn's access logger from reaching the capture; uvicorn decides
     # per connection whether to log, so the request goes over a connection of its own.
     for name in ("uvicorn", "uvicorn.access"):
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "propagate", True)
         monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "level", logging.NOTSET)  # log_level="warning" there
+        logger.manager._clear_cache()
     api = server.api
     alice = await api.register("alice")
     caplog.set_level(logging.DEBUG)
