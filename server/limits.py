@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,19 +58,7 @@ class BodySizeLimit:
                     raise _TooLarge
             return message
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
+        await _refusing(self.app, scope, counted, send, _TooLarge, self._reject)
 
 
 class _TooLarge(Exception):
@@ -137,20 +126,32 @@ class BodyTimeout:
                 complete = True
             return message
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, timed, tracking_send)
-        except _TooSlow:
-            if not started:
-                await self._reject(send)
+        await _refusing(self.app, scope, timed, send, _TooSlow, self._reject)
 
 
 class _TooSlow(Exception):
     pass
+
+
+async def _refusing(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    refused: type[Exception],
+    reject: Callable[[Send], Awaitable[None]],
+) -> None:
+    """Run `app`; when its `receive` raised `refused` before a response started, `reject`."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except refused:
+        if not started:
+            await reject(send)
