@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +147,9 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prune_events(args: argparse.Namespace) -> int:
+def _in_one_transaction(work: Callable[[Any], Awaitable[int]]) -> int:
+    """`work(session)` in one transaction on DATABASE_URL (the maintenance commands)."""
     from models.database import Database
-    from models.event import prune
     from models.transaction import run_in_transaction
     from server.settings import load_settings
 
@@ -158,31 +158,25 @@ def _prune_events(args: argparse.Namespace) -> int:
     async def run() -> int:
         db = Database(settings.write_url, lock_timeout=settings.database_lock_timeout_seconds)
         try:
-            return await run_in_transaction(db.writer, lambda session: prune(session, args.keep))
+            return await run_in_transaction(db.writer, work)
         finally:
             await db.dispose()
 
-    deleted = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def _prune_events(args: argparse.Namespace) -> int:
+    from models.event import prune
+
+    deleted = _in_one_transaction(lambda session: prune(session, args.keep))
     print(f"deleted {deleted} events; each workspace keeps its last {args.keep}")  # noqa: T201
     return 0
 
 
 def _prune_idempotency_keys(args: argparse.Namespace) -> int:
-    from models.database import Database
     from models.idempotency import delete_expired
-    from models.transaction import run_in_transaction
-    from server.settings import load_settings
 
-    settings = load_settings()
-
-    async def run() -> int:
-        db = Database(settings.write_url, lock_timeout=settings.database_lock_timeout_seconds)
-        try:
-            return await run_in_transaction(db.writer, lambda session: delete_expired(session))
-        finally:
-            await db.dispose()
-
-    deleted = asyncio.run(run())
+    deleted = _in_one_transaction(delete_expired)
     print(f"deleted {deleted} expired idempotency keys")  # noqa: T201
     return 0
 
