@@ -21,7 +21,7 @@ rather than a moving window (one timestamp per operation).
 With `REDIS_URL` the counters live in Redis (limits' async storage on redis-py), shared by
 every API process; otherwise in this process's memory. When Redis cannot answer (down,
 or slower than a second), the limits are counted in this process's memory instead for
-`SHARED_RETRY_SECONDS`, then Redis is tried again: an outage of Redis weakens the limits
+a few seconds (`auth.fallback`), then Redis is tried again: an outage of Redis weakens the limits
 to per-process ones for its length, and never turns requests into errors.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,12 +39,10 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
-log = logging.getLogger(__name__)
+from auth.fallback import RedisOrMemory
 
 T = TypeVar("T")
 
-# After Redis failed to answer, how long the limits are counted in memory before retrying.
-SHARED_RETRY_SECONDS = 5.0
 # How long a Redis command of the limiter may take before it counts as failed.
 REDIS_TIMEOUT_SECONDS = 1.0
 
@@ -86,8 +83,7 @@ class AuthRateLimiter:
                     socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                 )
             )
-        self._shared_down_until = 0.0
-        self._degraded = False
+        self.fallback = RedisOrMemory("rate limits counted", (StorageError,))
         self.per_ip = parse(per_ip)
         self.login_failures = parse(login_failures)
         self.unknown_emails = parse(unknown_emails)
@@ -96,24 +92,10 @@ class AuthRateLimiter:
 
     async def _run(self, call: Callable[[_Strategies], Awaitable[T]]) -> T:
         """`call` on Redis's counters, or on this process's while Redis cannot answer."""
-        shared = self.shared
-        if shared is None or time.monotonic() < self._shared_down_until:
-            return await call(self.local)
-        try:
-            result = await call(shared)
-        except StorageError as exc:
-            if not self._degraded:
-                log.warning(
-                    "rate limits counted in this process's memory: Redis did not answer (%s)",
-                    exc.storage_error,
-                )
-            self._degraded = True
-            self._shared_down_until = time.monotonic() + SHARED_RETRY_SECONDS
-            return await call(self.local)
-        if self._degraded:
-            self._degraded = False
-            log.warning("rate limits shared through Redis again")
-        return result
+        shared, local = self.shared, self.local
+        if shared is None:
+            return await call(local)
+        return await self.fallback.call(lambda: call(shared), lambda: call(local))
 
     async def _hit(
         self, item: RateLimitItem, limit: str, namespace: str, key: str

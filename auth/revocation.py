@@ -34,6 +34,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from auth.fallback import RedisOrMemory
 from subscriptions.broker import Broker, SubscriberOverflow
 from subscriptions.fanout import MessagesMayBeLost
 
@@ -94,6 +95,7 @@ class RedisRevocations:
         self.redis: Redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.key_prefix = key_prefix
         self.local = MemoryRevocations()
+        self.fallback = RedisOrMemory("sign-outs checked", (RedisError, OSError))
 
     def _key(self, session_id: uuid.UUID) -> str:
         return f"{self.key_prefix}{session_id}"
@@ -106,11 +108,10 @@ class RedisRevocations:
         await self.redis.set(self._key(session_id), "1", ex=max(1, int(ttl_seconds)))
 
     async def is_revoked(self, session_id: uuid.UUID) -> bool:
-        try:
+        async def shared() -> bool:
             return bool(await self.redis.exists(self._key(session_id)))
-        except (RedisError, OSError) as exc:
-            log.warning("revocation check fell back to this process's memory: %s", exc)
-            return await self.local.is_revoked(session_id)
+
+        return await self.fallback.call(shared, lambda: self.local.is_revoked(session_id))
 
     async def aclose(self) -> None:
         await self.redis.aclose()

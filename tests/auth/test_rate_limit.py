@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 
 from auth import passwords
 from tests.api import Api, running_app, settings_for
-from tests.services import redis_url, unavailable
+from tests.services import reachable_redis_url
 
 LOGIN = """mutation($i: LoginInput!) { login(input: $i) { __typename } }"""
 
@@ -66,15 +66,7 @@ async def test_attempts_per_ip_are_limited(database_url: str, tmp_path: Path) ->
 
 @pytest.mark.redis
 async def test_limits_are_shared_through_redis(database_url: str, tmp_path: Path) -> None:
-    url = redis_url()
-    try:
-        import redis.asyncio as redis
-
-        client = redis.Redis.from_url(url)
-        await client.ping()
-        await client.aclose()
-    except Exception as exc:
-        unavailable(f"Redis at {url} is unreachable: {exc!r}")
+    url = reachable_redis_url()
     prefix = f"concord-test-{uuid.uuid4().hex}"  # a run of its own in a shared Redis
     one = settings_for(
         database_url,
@@ -224,13 +216,13 @@ async def test_limits_ride_through_redis_going_down_and_coming_back(tmp_path: Pa
         # Frozen rather than gone: answers within the Redis timeout, from memory.
         await own.start()
         own.pause()
-        limiter._shared_down_until = 0.0  # retry Redis now rather than in a few seconds
+        limiter.fallback.down_until = 0.0  # retry Redis now rather than in a few seconds
         async with asyncio.timeout(5):
             assert await limiter.operation("user:bob") is None
         own.resume()
 
         # Back: the shared counters are used again once the retry delay has passed.
-        limiter._shared_down_until = 0.0
+        limiter.fallback.down_until = 0.0
         for _ in range(3):
             assert await limiter.operation("user:cy") is None
         assert await limiter.operation("user:cy") is not None
