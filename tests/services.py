@@ -39,6 +39,22 @@ def redis_url() -> str:
     return os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
 
 
+def reachable_redis_url() -> str:
+    """The test Redis's URL once it answers a PING (else skip, or fail under CI)."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    url = redis_url()
+    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        unavailable(f"Redis at {url} is unreachable: {exc!r}")
+    finally:
+        client.close()
+    return url
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

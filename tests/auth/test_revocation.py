@@ -18,8 +18,6 @@ from pathlib import Path
 
 import jwt
 import pytest
-from redis import Redis as SyncRedis
-from redis.exceptions import RedisError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -27,7 +25,7 @@ from auth.revocation import CHANNEL as REVOCATIONS
 from auth.revocation import RedisRevocations
 from tests.api import Api, Person, empty_tables, migrate, settings_for
 from tests.live import EVENTS, LiveServer, live_server, socket
-from tests.services import redis_url, scratch_postgres_database, unavailable
+from tests.services import reachable_redis_url, redis_url, scratch_postgres_database
 
 LOGOUT = """mutation($t: String!) { logout(refreshToken: $t) { __typename } }"""
 REFRESH = """mutation($t: String!) { refreshToken(token: $t) {
@@ -167,12 +165,7 @@ async def test_logout_ends_the_logins_event_stream(server: LiveServer) -> None:
 @pytest.fixture
 def scratch_postgres() -> Iterator[str]:
     """A migrated scratch PostgreSQL database (and the Redis check) for two instances."""
-    try:
-        client = SyncRedis.from_url(redis_url(), socket_connect_timeout=1)
-        client.ping()
-        client.close()
-    except (RedisError, OSError) as exc:
-        unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
+    reachable_redis_url()
     with scratch_postgres_database() as url:
         asyncio.run(migrate(url))
         yield url
@@ -223,12 +216,7 @@ async def test_a_lost_announcement_is_made_up_for_by_the_denylist(
 ) -> None:
     """A revocation whose pub/sub message never arrived (Redis reconnected meanwhile) still
     closes the socket: after a possible gap the process checks its open sessions."""
-    try:
-        client = SyncRedis.from_url(redis_url(), socket_connect_timeout=1)
-        client.ping()
-        client.close()
-    except (RedisError, OSError) as exc:
-        unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
+    reachable_redis_url()
     await empty_tables(database_url)
     settings = settings_for(database_url, tmp_path, redis_url=redis_url())
     async with live_server(settings) as server:

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 
 from tests.api import Api
 from tests.deploy.container_files import ROOT
@@ -32,7 +30,12 @@ from tests.server.test_live_cluster import (
     take_events,
     title,
 )
-from tests.services import free_port, redis_url, scratch_postgres_database, unavailable
+from tests.services import (
+    free_port,
+    reachable_redis_url,
+    scratch_postgres_database,
+    unavailable,
+)
 
 CONFIG = ROOT / "deploy" / "nginx" / "concord.conf"
 
@@ -87,13 +90,7 @@ def nginx_binary() -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     binary = nginx_binary()
-    client = Redis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except (RedisError, OSError) as exc:
-        unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
-    finally:
-        client.close()
+    reachable_redis_url()
     directory = tmp_path_factory.mktemp("nginx")
     with (
         scratch_postgres_database() as database_url,

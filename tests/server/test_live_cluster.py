@@ -20,12 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 
 from tests.api import Api, Person
 from tests.live import EVENTS, Socket, socket
-from tests.services import free_port, redis_url, scratch_postgres_database, unavailable
+from tests.services import (
+    free_port,
+    reachable_redis_url,
+    redis_url,
+    scratch_postgres_database,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -145,14 +148,7 @@ def concord_processes(
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    url = redis_url()
-    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except (RedisError, OSError) as exc:
-        unavailable(f"Redis at {url} is unreachable: {exc!r}")
-    finally:
-        client.close()
+    reachable_redis_url()
     with (
         scratch_postgres_database() as database_url,
         concord_processes(2, database_url, tmp_path_factory.mktemp("cluster")) as servers,

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
 
 from models.event import prune
 from models.transaction import run_in_transaction
 from server.response_cache import MemoryStore
 from tests.api import Api, empty_tables, running_app, settings_for
-from tests.services import redis_url, unavailable
+from tests.services import reachable_redis_url
 
 pytestmark = [pytest.mark.redis]
 
@@ -38,14 +37,7 @@ def lookups(result: str) -> float:
 
 @pytest.fixture
 async def two(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Api, Api]]:
-    url = redis_url()
-    client = Redis.from_url(url)
-    try:
-        await client.ping()
-    except Exception as exc:
-        unavailable(f"Redis at {url} is unreachable: {exc!r}")
-    finally:
-        await client.aclose()
+    url = reachable_redis_url()
     await empty_tables(database_url)
     one = settings_for(database_url, tmp_path / "one", redis_url=url)
     other = settings_for(database_url, tmp_path / "other", redis_url=url)

@@ -23,8 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -37,7 +35,7 @@ from tests.server.test_live_cluster import (
     concord_processes,
     last_cursor,
 )
-from tests.services import redis_url, scratch_postgres_database, unavailable
+from tests.services import reachable_redis_url, scratch_postgres_database
 
 PRESENCE = """subscription($b: ID!) { presence(boardId: $b) { present { user { id } } } }"""
 GRACE_SECONDS = 10  # SHUTDOWN_GRACE_SECONDS, the default
@@ -49,14 +47,7 @@ EVENT_LOG = """query($w: ID!, $a: String) { events(workspaceId: $w, after: $a, f
 @pytest.fixture
 def two_processes(tmp_path: Path) -> Iterator[list[ServerProcess]]:
     """Two fresh `concord serve` processes (each test stops one of them)."""
-    url = redis_url()
-    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except (RedisError, OSError) as exc:
-        unavailable(f"Redis at {url} is unreachable: {exc!r}")
-    finally:
-        client.close()
+    reachable_redis_url()
     with (
         scratch_postgres_database() as database_url,
         concord_processes(2, database_url, tmp_path) as servers,

@@ -20,14 +20,13 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis as SyncRedis
-from redis.exceptions import RedisError
 
 from auth.revocation import CHANNEL as REVOCATIONS
 from auth.tokens import issue_access_token
 from subscriptions.fanout import FanoutHub
 from tests.api import Api, Person, empty_tables, settings_for
 from tests.live import EVENTS, LiveServer, live_server
-from tests.services import redis_url, unavailable
+from tests.services import reachable_redis_url, redis_url
 
 SSE = {"accept": "text/event-stream"}
 
@@ -206,14 +205,7 @@ async def any_broker_server(
     """A served Concord on the in-process broker, or on Redis (as a fleet runs it)."""
     overrides: dict[str, object] = {}
     if request.param == "redis":
-        client = SyncRedis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1)
-        try:
-            client.ping()
-        except (RedisError, OSError) as exc:
-            unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
-        finally:
-            client.close()
-        overrides["redis_url"] = redis_url()
+        overrides["redis_url"] = reachable_redis_url()
     await empty_tables(database_url)
     async with live_server(settings_for(database_url, tmp_path, **overrides)) as live:
         yield live

@@ -23,7 +23,6 @@ import psutil
 import pytest
 import uvicorn
 from redis import Redis as SyncRedis
-from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -34,7 +33,7 @@ from server.app import create_app
 from server.gc_tuning import collector
 from tests.api import Api, Person, empty_tables, migrate, settings_for
 from tests.live import PROTOCOL, LiveServer, live_server
-from tests.services import free_port, redis_url, unavailable
+from tests.services import free_port, reachable_redis_url, redis_url
 
 CARD_FIELDS = "seq cursor type entityId actor { id } changes { field newValue }"
 # Three selections: plain; aliased with a fragment and more fields; one whose shape
@@ -289,14 +288,7 @@ async def any_broker_server(
     """A served Concord on the in-process broker, or on Redis (as a fleet runs it)."""
     overrides: dict[str, object] = {}
     if request.param == "redis":
-        client = SyncRedis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1)
-        try:
-            client.ping()
-        except (RedisError, OSError) as exc:
-            unavailable(f"Redis at {redis_url()} is unreachable: {exc!r}")
-        finally:
-            client.close()
-        overrides["redis_url"] = redis_url()
+        overrides["redis_url"] = reachable_redis_url()
     await empty_tables(sqlite_url)
     async with live_server(settings_for(sqlite_url, tmp_path, **overrides)) as live_:
         yield live_

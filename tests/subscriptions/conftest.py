@@ -12,14 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from subscriptions.memory import MemoryBroker
 from subscriptions.presence import MemoryPresence, PresenceStore, RedisPresence
 from subscriptions.redis import RedisBroker
-from tests.services import free_port, redis_url, unavailable
+from tests.services import free_port, reachable_redis_url
 from tests.subscriptions.helpers import PRESENCE_TTL, RedisProcess, fast_redis_broker
 
 BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
@@ -34,15 +32,7 @@ def prefix() -> str:
 def shared_redis_url() -> str:
     """The shared Redis server's URL, once it answers (else skip, or fail under CI)."""
     # Synchronous, so that the `broker` fixture can request it only for its Redis case.
-    url = redis_url()
-    client = SyncRedis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except (RedisError, OSError) as exc:
-        unavailable(f"Redis at {url} is unreachable: {exc!r}")
-    finally:
-        client.close()
-    return url
+    return reachable_redis_url()
 
 
 @pytest.fixture
