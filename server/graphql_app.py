@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,8 +39,10 @@ from server.idempotency import HEADER, IdempotentMutations
 from server.negotiation import (
     GRAPHQL_RESPONSE,
     JSON,
+    graphql_error_response,
     is_request_error,
     request_error_status,
+    response_media_type,
     wants_graphql_response,
 )
 from server.observe import REQUEST_ID, WEBSOCKETS
@@ -65,26 +67,6 @@ from server.ws_legacy import LegacyProtocolRules
 log = logging.getLogger(__name__)
 
 
-def graphql_error_response(
-    message: str,
-    status: int,
-    code: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    media_type: str = JSON,
-) -> JSONResponse:
-    return JSONResponse(
-        {"errors": [{"message": message, "extensions": {"code": code}}]},
-        status_code=status,
-        headers=headers,
-        media_type=media_type,
-    )
-
-
-def _media_type(request: Request) -> str:
-    return GRAPHQL_RESPONSE if wants_graphql_response(request.headers) else JSON
-
-
 def http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
     """A 4xx with a GraphQL error body for a request Strawberry refused before executing."""
     status, message, headers = exc.status_code, exc.reason, {}
@@ -101,13 +83,13 @@ def http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
         headers = {"Allow": "GET, POST"}
     code = "METHOD_NOT_ALLOWED" if status == 405 else "BAD_REQUEST"
     return graphql_error_response(
-        message, status, code, headers=headers, media_type=_media_type(request)
+        message, status, code, headers=headers, media_type=response_media_type(request.headers)
     )
 
 
 def _negotiated(request: Request, response: Response) -> Response:
     """The query/mutation answer in the media type the client asked for, with its status."""
-    if response.headers.get("content-type") != JSON or _media_type(request) != GRAPHQL_RESPONSE:
+    if response.headers.get("content-type") != JSON or not wants_graphql_response(request.headers):
         return response
     response.headers["content-type"] = GRAPHQL_RESPONSE
     status = getattr(request.state, "graphql_status", None)
@@ -270,7 +252,7 @@ class ConcordGraphQL(EventStreams):
             return
         request = Request(scope=scope, receive=receive)
         # Before every path that answers: the compiled reads and the cache included.
-        refusal = await refuse_http(self.services, request, _media_type(request))
+        refusal = await refuse_http(self.services, request, response_media_type(request.headers))
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -288,7 +270,7 @@ class ConcordGraphQL(EventStreams):
                 503,
                 "SERVICE_UNAVAILABLE",
                 headers={"Retry-After": str(wait)},
-                media_type=_media_type(request),
+                media_type=response_media_type(request.headers),
             )
         await response(scope, receive, send)
 
@@ -312,7 +294,10 @@ class ConcordGraphQL(EventStreams):
             try:
                 async with deadline:
                     compiled = await self.compiled.respond(
-                        request, self._context, self.encode_json, _media_type(request)
+                        request,
+                        self._context,
+                        self.encode_json,
+                        response_media_type(request.headers),
                     )
             except TimeoutError:
                 if not deadline.expired():
@@ -418,7 +403,7 @@ class ConcordGraphQL(EventStreams):
         """Strawberry's result; for `application/graphql-response+json`, request errors
         (nothing executed) lose their `data` entry and get a 4xx status (see negotiation)."""
         processed = await super().process_result(request, result)
-        if _media_type(request) == GRAPHQL_RESPONSE and is_request_error(processed):
+        if response_media_type(request.headers) == GRAPHQL_RESPONSE and is_request_error(processed):
             request.state.graphql_status = request_error_status(processed)
             del processed["data"]
         return processed

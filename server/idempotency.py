@@ -30,7 +30,7 @@ from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from auth.backend import Viewer
 from models import idempotency as store
@@ -39,7 +39,7 @@ from models.tables import IdempotencyKey
 from models.transaction import run_in_transaction
 from resolvers.idempotency import IDEMPOTENCY_STATE, IdempotencyClaim
 from resolvers.reads import SEEN_HEADER
-from server.negotiation import GRAPHQL_RESPONSE, JSON, wants_graphql_response
+from server.negotiation import graphql_error_response, response_media_type
 from server.sse import accepts_event_stream
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,11 @@ class IdempotentMutations:
         if not values:
             return None
         if len(values) > 1:
-            return self._error(request, "Send one Idempotency-Key header.", 400, "BAD_REQUEST")
+            return _refused(request, "Send one Idempotency-Key header.", 400, "BAD_REQUEST")
         key = values[0]
         problem = key_problem(key)
         if problem is not None:
-            return self._error(request, problem, 400, "BAD_REQUEST")
+            return _refused(request, problem, 400, "BAD_REQUEST")
         claim = await self._claim_for(request, key)
         if claim is None:
             return None
@@ -247,7 +247,7 @@ class IdempotentMutations:
     ) -> Response:
         """The answer for a key someone else holds: reused, stored, or still coming."""
         if row.request_hash != claim.request_hash:
-            return self._error(
+            return _refused(
                 request,
                 "This Idempotency-Key was used for a different request (another document, "
                 "variables or operation name); nothing was applied. Use a new key for a new "
@@ -277,7 +277,7 @@ class IdempotentMutations:
         return current
 
     def _in_progress(self, request: Request) -> Response:
-        return self._error(
+        return _refused(
             request,
             "A request with this Idempotency-Key was applied and its answer is not stored yet "
             "(or the process answering it stopped); retry later, or read the current state.",
@@ -286,21 +286,17 @@ class IdempotentMutations:
             headers={"Retry-After": "1"},
         )
 
-    @staticmethod
-    def _error(
-        request: Request,
-        message: str,
-        status: int,
-        code: str,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        media_type = GRAPHQL_RESPONSE if wants_graphql_response(request.headers) else JSON
-        return JSONResponse(
-            {"errors": [{"message": message, "extensions": {"code": code}}]},
-            status_code=status,
-            headers=headers,
-            media_type=media_type,
-        )
+
+def _refused(
+    request: Request,
+    message: str,
+    status: int,
+    code: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return graphql_error_response(
+        message, status, code, headers=headers, media_type=response_media_type(request.headers)
+    )
 
 
 def replay(row: IdempotencyKey) -> Response:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 
@@ -46,6 +48,28 @@ def wants_graphql_response(headers: Mapping[str, str]) -> bool:
     weights = _accepted(headers.get("accept", ""))
     preferred = weights.get(GRAPHQL_RESPONSE, 0.0)
     return preferred > 0 and preferred >= weights.get(JSON, 0.0)
+
+
+def response_media_type(headers: Mapping[str, str]) -> str:
+    """The media type to answer a request with these headers in."""
+    return GRAPHQL_RESPONSE if wants_graphql_response(headers) else JSON
+
+
+def graphql_error_response(
+    message: str,
+    status: int,
+    code: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    media_type: str = JSON,
+) -> JSONResponse:
+    """A GraphQL error body (one error with its code) answered outside execution."""
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+        headers=headers,
+        media_type=media_type,
+    )
 
 
 def is_request_error(result: Mapping[str, Any]) -> bool:
