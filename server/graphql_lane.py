@@ -24,7 +24,6 @@ lane and to one without it and compares status, headers and body.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette._utils import get_route_path
@@ -35,11 +34,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.backend import AUTHENTICATED, Authenticator, http_viewer, unauthenticated_response
-from server.limits import BodySizeLimit, BodyTimeout, _TooLarge, _TooSlow
+from server.limits import (
+    BodySizeLimit,
+    BodyTimeout,
+    _TooLarge,
+    _TooSlow,
+    counting,
+    declared_too_large,
+    timing,
+)
 from server.observe import HttpRequestRecord
 
 AUTHORIZATION = b"authorization"
-CONTENT_LENGTH = b"content-length"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -122,33 +128,10 @@ class GraphQLLane:
             observed.finish(scope["method"])
 
     async def _checked(self, scope: Scope, receive: Receive, send: Send, started: Any) -> None:
-        for name, value in scope["headers"]:
-            if name == CONTENT_LENGTH and value.isdigit() and int(value) > self.max_bytes:
-                await self.size_limit._reject(send)
-                return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        max_bytes = self.max_bytes
-        complete = False
-        received = 0
-
-        async def checked() -> Message:
-            nonlocal complete, received
-            if complete:
-                message = await receive()
-            else:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        message = await receive()
-                except TimeoutError:
-                    raise _TooSlow from None
-                if message["type"] != "http.request" or not message.get("more_body", False):
-                    complete = True
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > max_bytes:
-                    raise _TooLarge
-            return message
-
+        if declared_too_large(scope, self.max_bytes):
+            await self.size_limit._reject(send)
+            return
+        checked = counting(timing(receive, self.seconds), self.max_bytes)
         try:
             try:
                 viewer = await http_viewer(self.authenticator, _header(scope, AUTHORIZATION))

@@ -43,21 +43,10 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
-                return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
+        if declared_too_large(scope, self.max_bytes):
+            await self._reject(send)
+            return
+        counted = counting(receive, self.max_bytes)
         await _refusing(self.app, scope, counted, send, _TooLarge, self._reject)
 
 
@@ -110,22 +99,7 @@ class BodyTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        complete = False
-
-        async def timed() -> Message:
-            nonlocal complete
-            if complete:
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise _TooSlow from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                complete = True
-            return message
-
+        timed = timing(receive, self.seconds)
         await _refusing(self.app, scope, timed, send, _TooSlow, self._reject)
 
 
@@ -155,3 +129,50 @@ async def _refusing(
     except refused:
         if not started:
             await reject(send)
+
+
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request's Content-Length is over `max_bytes` (nothing read yet)."""
+    return any(
+        name == b"content-length" and value.isdigit() and int(value) > max_bytes
+        for name, value in scope["headers"]
+    )
+
+
+def counting(receive: Receive, max_bytes: int) -> Receive:
+    """`receive`, raising _TooLarge once the body so far is over `max_bytes` (a chunked
+    upload declares no length)."""
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise _TooLarge
+        return message
+
+    return counted
+
+
+def timing(receive: Receive, seconds: float) -> Receive:
+    """`receive`, raising _TooSlow when the body is not complete `seconds` from now; the
+    calls after the last body chunk (a stream watching for a disconnect) are not timed."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    complete = False
+
+    async def timed() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise _TooSlow from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            complete = True
+        return message
+
+    return timed
