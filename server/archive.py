@@ -116,6 +116,44 @@ def unpack(data: bytes, where: str) -> str:
         raise ArchiveError(f"{where}: not a readable gzip object ({exc})") from exc
 
 
+def user_row(record: dict[str, Any]) -> dict[str, Any]:
+    """An archived person, as the users table's row (the inverse of the archive's record)."""
+    return {
+        "id": uuid.UUID(record["id"]),
+        "email": record["email"],
+        "display_name": record["display_name"],
+        "password_hash": record["password_hash"],
+        "created_at": _when(record["created_at"]),
+    }
+
+
+def membership_row(record: dict[str, Any], workspace_id: str) -> dict[str, Any]:
+    """An archived membership of `workspace_id`, as the memberships table's row."""
+    return {
+        "id": uuid.UUID(record["id"]),
+        "workspace_id": uuid.UUID(workspace_id),
+        "user_id": uuid.UUID(record["user_id"]),
+        "role": record["role"],
+        "created_at": _when(record["created_at"]),
+    }
+
+
+def event_row(record: dict[str, Any]) -> dict[str, Any]:
+    """An archived event (`event_record`'s output), as the events table's row."""
+    actor = record["actor_id"]
+    return {
+        "workspace_id": uuid.UUID(record["workspace_id"]),
+        "seq": record["seq"],
+        "type": record["type"],
+        "entity_type": record["entity_type"],
+        "entity_id": uuid.UUID(record["entity_id"]),
+        "entity_version": record["entity_version"],
+        "actor_id": None if actor is None else uuid.UUID(actor),
+        "changes": record["changes"],
+        "occurred_at": _when(record["occurred_at"]),
+    }
+
+
 def event_record(event: Event) -> dict[str, Any]:
     """One archived event: every column but the database's own surrogate id."""
     return {
@@ -559,19 +597,7 @@ async def _restore(
             )
 
         async def work(session: AsyncSession) -> None:
-            await rows.restore_users(
-                session,
-                [
-                    {
-                        "id": uuid.UUID(u["id"]),
-                        "email": u["email"],
-                        "display_name": u["display_name"],
-                        "password_hash": u["password_hash"],
-                        "created_at": _when(u["created_at"]),
-                    }
-                    for u in people.values()
-                ],
-            )
+            await rows.restore_users(session, [user_row(u) for u in people.values()])
             for workspace_id, snapshot in sorted(snapshots.items()):
                 kept = events.get(workspace_id, [])
                 await rows.restore_workspace(
@@ -581,35 +607,10 @@ async def _restore(
                         "name": snapshot["workspace"]["name"],
                         "created_at": _when(snapshot["workspace"]["created_at"]),
                     },
-                    [
-                        {
-                            "id": uuid.UUID(m["id"]),
-                            "workspace_id": uuid.UUID(workspace_id),
-                            "user_id": uuid.UUID(m["user_id"]),
-                            "role": m["role"],
-                            "created_at": _when(m["created_at"]),
-                        }
-                        for m in snapshot["memberships"]
-                    ],
+                    [membership_row(m, workspace_id) for m in snapshot["memberships"]],
                     kept[-1]["seq"] if kept else 0,
                 )
-                await rows.restore_events(
-                    session,
-                    [
-                        {
-                            "workspace_id": uuid.UUID(e["workspace_id"]),
-                            "seq": e["seq"],
-                            "type": e["type"],
-                            "entity_type": e["entity_type"],
-                            "entity_id": uuid.UUID(e["entity_id"]),
-                            "entity_version": e["entity_version"],
-                            "actor_id": None if e["actor_id"] is None else uuid.UUID(e["actor_id"]),
-                            "changes": e["changes"],
-                            "occurred_at": _when(e["occurred_at"]),
-                        }
-                        for e in kept
-                    ],
-                )
+                await rows.restore_events(session, [event_row(e) for e in kept])
 
         await run_in_transaction(db.writer, work)
     finally:
